@@ -1,0 +1,152 @@
+//! Claiming jobs, the lease that fences every write on a claimed job, and how a claimed job ends.
+
+use std::fmt;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::job::{Job, JobId, RunAt};
+
+/// The token of one lease, handed out by [`JobStore::claim`](crate::JobStore::claim).
+///
+/// Every write on a claimed job carries it; once the job has been claimed again (or released,
+/// finished or removed) the token is no longer current and the write changes nothing.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct LeaseToken(String);
+
+impl LeaseToken {
+    /// A fresh random token.
+    pub fn generate() -> Self {
+        LeaseToken(uuid::Uuid::new_v4().simple().to_string())
+    }
+
+    /// Wraps a stored token.
+    pub fn new(token: impl Into<String>) -> Self {
+        LeaseToken(token.into())
+    }
+
+    /// The token as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for LeaseToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "LeaseToken({})", self.0)
+    }
+}
+
+impl fmt::Display for LeaseToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A claimed job's id with the token of its lease.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Lease {
+    /// The claimed job.
+    pub job_id: JobId,
+    /// The lease's token.
+    pub token: LeaseToken,
+}
+
+/// One job name a claimer runs, with the lease it wants on such jobs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimName {
+    /// The job name.
+    pub name: String,
+    /// How long a lease on a job of this name lasts.
+    pub lock_time: Duration,
+}
+
+/// What [`JobStore::claim`](crate::JobStore::claim) looks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimRequest {
+    /// The job names this claimer runs, each with its lease length.
+    pub names: Vec<ClaimName>,
+    /// At most this many jobs.
+    pub limit: usize,
+    /// Recorded as the lease holder.
+    pub worker_id: String,
+}
+
+impl ClaimRequest {
+    /// A claim of up to `limit` jobs of `names`, each leased for `lock_time`.
+    pub fn new<I, N>(names: I, lock_time: Duration, limit: usize) -> Self
+    where
+        I: IntoIterator<Item = N>,
+        N: Into<String>,
+    {
+        ClaimRequest {
+            names: names
+                .into_iter()
+                .map(|name| ClaimName {
+                    name: name.into(),
+                    lock_time,
+                })
+                .collect(),
+            limit,
+            worker_id: String::new(),
+        }
+    }
+
+    /// Sets the worker id recorded with the leases.
+    pub fn worker_id(mut self, worker_id: impl Into<String>) -> Self {
+        self.worker_id = worker_id.into();
+        self
+    }
+
+    /// The lease length for jobs of `name`, if it is one of the claimed names.
+    pub fn lock_time_of(&self, name: &str) -> Option<Duration> {
+        self.names
+            .iter()
+            .find(|n| n.name == name)
+            .map(|n| n.lock_time)
+    }
+}
+
+/// A job leased to the caller by [`JobStore::claim`](crate::JobStore::claim).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimedJob {
+    /// The job as it is after the claim (`tries` already counts this claim).
+    pub job: Job,
+    /// The lease to hand back with every write on the job.
+    pub lease: Lease,
+    /// When the lease ends, by the store's clock.
+    pub locked_until: DateTime<Utc>,
+    /// The store's clock at the claim.
+    pub claimed_at: DateTime<Utc>,
+    /// Whether the previous execution's lease ran out instead of being released.
+    pub was_stale: bool,
+}
+
+/// How a claimed job ends, handed to [`JobStore::complete`](crate::JobStore::complete).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Completion {
+    /// Removes the job (an event job that succeeded, or one that is dismissed without a trace).
+    Remove,
+    /// Releases the lease and sets the next run.
+    Reschedule {
+        /// The next run time (relative times count from the store's clock).
+        run_at: RunAt,
+        /// The priority from now on; `None` keeps the current one.
+        priority: Option<i32>,
+        /// Whether `tries` goes back to 0.
+        reset_tries: bool,
+    },
+    /// Fails the job for good: never claimed again, kept visible with its error, then removed.
+    Fail {
+        /// Why it failed.
+        error: String,
+        /// How long it stays visible.
+        retain_for: Duration,
+    },
+    /// The execution went stale: release the lease and make the job due now, after every other
+    /// due job; the next claim reports `was_stale` and restores the job's own priority.
+    Demote,
+    /// The execution was cancelled (the workers shut down): release the lease so another worker
+    /// can claim the job at once, and give back the try this claim counted.
+    Release,
+}

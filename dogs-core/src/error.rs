@@ -1,0 +1,155 @@
+//! The one error type of dogs, with a kind to match on.
+
+use std::fmt;
+
+/// What went wrong, as a kind to match on.
+///
+/// Tests and callers branch on the kind, never on the message text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The lease token is no longer current: the lease ran out and the job was claimed again, or the
+    /// job was released, finished or removed. Nothing was changed.
+    LockLost,
+    /// The job or record does not exist.
+    NotFound,
+    /// The write conflicts with what is stored (for example a recurrent job name used by an event job).
+    Conflict,
+    /// Invalid job definitions or worker options, or a store configuration that cannot be used.
+    Config,
+    /// An argument of the call is invalid (an empty job name, a NUL byte in an identifier, ...).
+    InvalidInput,
+    /// Params or a result could not be serialized or deserialized.
+    Serialization,
+    /// The params are larger than the store accepts.
+    TooLarge,
+    /// The store cannot be reached or did not answer in time. Retrying later may succeed.
+    Unavailable,
+    /// A stored record could not be read (written by another version, or by hand).
+    Corrupt,
+    /// The workers are shutting down.
+    Shutdown,
+    /// Any other failure reported by the store.
+    Backend,
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = match self {
+            ErrorKind::LockLost => "lock lost",
+            ErrorKind::NotFound => "not found",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::Config => "invalid configuration",
+            ErrorKind::InvalidInput => "invalid input",
+            ErrorKind::Serialization => "serialization failed",
+            ErrorKind::TooLarge => "too large",
+            ErrorKind::Unavailable => "store unavailable",
+            ErrorKind::Corrupt => "unreadable record",
+            ErrorKind::Shutdown => "shutting down",
+            ErrorKind::Backend => "store error",
+        };
+        f.write_str(text)
+    }
+}
+
+/// The error of every fallible dogs call: a [`ErrorKind`], a message for people, and the cause.
+pub struct Error {
+    kind: ErrorKind,
+    message: String,
+    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+/// `Result` with [`Error`] as its error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// An error of `kind` with a message.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error {
+            kind,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// Attaches the underlying cause.
+    pub fn with_source(
+        mut self,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Self {
+        self.source = Some(source.into());
+        self
+    }
+
+    /// The kind, to match on.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The message, without the kind.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// A [`ErrorKind::LockLost`] error for the job `id`.
+    pub fn lock_lost(id: impl fmt::Display) -> Self {
+        Error::new(
+            ErrorKind::LockLost,
+            format!("job {id}: the lease token is no longer current"),
+        )
+    }
+
+    /// A [`ErrorKind::NotFound`] error.
+    pub fn not_found(what: impl Into<String>) -> Self {
+        Error::new(ErrorKind::NotFound, what)
+    }
+
+    /// A [`ErrorKind::Config`] error.
+    pub fn config(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::Config, message)
+    }
+
+    /// A [`ErrorKind::InvalidInput`] error.
+    pub fn invalid_input(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::InvalidInput, message)
+    }
+
+    /// A [`ErrorKind::Serialization`] error with its cause.
+    pub fn serialization(message: impl Into<String>, source: serde_json::Error) -> Self {
+        Error::new(ErrorKind::Serialization, message).with_source(source)
+    }
+
+    /// A [`ErrorKind::Unavailable`] error.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::Unavailable, message)
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind, self.message)?;
+        if let Some(source) = &self.source {
+            write!(f, ": {source}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Error");
+        d.field("kind", &self.kind).field("message", &self.message);
+        if let Some(source) = &self.source {
+            d.field("source", &source.to_string());
+        }
+        d.finish()
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|s| s as &(dyn std::error::Error + 'static))
+    }
+}

@@ -1,0 +1,403 @@
+//! Job records as stored, and what a caller hands the store to schedule one.
+
+use std::fmt;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+
+/// The priority a job gets when none is given.
+pub const DEFAULT_PRIORITY: i32 = 1;
+
+/// The longest job name, in bytes.
+pub const MAX_NAME_BYTES: usize = 255;
+
+/// The longest unique identifier, in bytes.
+pub const MAX_UNIQUE_IDENTIFIER_BYTES: usize = 1024;
+
+/// The id a store gave a job. Opaque: each store chooses its own format.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JobId(String);
+
+impl JobId {
+    /// Wraps a store's id.
+    pub fn new(id: impl Into<String>) -> Self {
+        JobId(id.into())
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "JobId({})", self.0)
+    }
+}
+
+impl From<&str> for JobId {
+    fn from(id: &str) -> Self {
+        JobId(id.to_owned())
+    }
+}
+
+impl From<String> for JobId {
+    fn from(id: String) -> Self {
+        JobId(id)
+    }
+}
+
+/// Whether a job is run on demand or on a schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    /// Scheduled on demand with params; removed once it succeeds.
+    Event,
+    /// One record per name, run again and again on its schedule.
+    Recurrent,
+}
+
+impl JobKind {
+    /// `"event"` or `"recurrent"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Event => "event",
+            JobKind::Recurrent => "recurrent",
+        }
+    }
+
+    /// Parses [`JobKind::as_str`]'s text.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "event" => Some(JobKind::Event),
+            "recurrent" => Some(JobKind::Recurrent),
+            _ => None,
+        }
+    }
+}
+
+/// Where a job stands, by the store's clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Waiting for its run time, due, or with a lease that ran out.
+    Pending,
+    /// Leased by a worker whose lease has not ended.
+    Running,
+    /// Failed for good; kept visible until its retention ends, never claimed.
+    Failed,
+}
+
+impl JobState {
+    /// `"pending"`, `"running"` or `"failed"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Pending => "pending",
+            JobState::Running => "running",
+            JobState::Failed => "failed",
+        }
+    }
+}
+
+/// When a job should run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RunAt {
+    /// As soon as possible: the store's current time.
+    #[default]
+    Now,
+    /// At this instant.
+    At(DateTime<Utc>),
+    /// This long after the store's current time.
+    In(Duration),
+}
+
+impl RunAt {
+    /// The instant, given the store's current time. Saturates instead of overflowing.
+    pub fn resolve(self, now: DateTime<Utc>) -> DateTime<Utc> {
+        match self {
+            RunAt::Now => now,
+            RunAt::At(at) => at,
+            RunAt::In(delay) => add_duration(now, delay),
+        }
+    }
+}
+
+/// `at + delay`, saturating at the largest representable instant.
+pub fn add_duration(at: DateTime<Utc>, delay: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(delay)
+        .ok()
+        .and_then(|d| at.checked_add_signed(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// `at` cut to whole milliseconds, the precision every store keeps.
+pub fn truncate_millis(at: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(at.timestamp_millis()).unwrap_or(at)
+}
+
+/// An event job to store, as handed to [`JobStore::schedule`](crate::JobStore::schedule).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewJob {
+    /// The job's name: which definition runs it.
+    pub name: String,
+    /// The params, as JSON.
+    pub params: Value,
+    /// Higher runs first.
+    pub priority: i32,
+    /// When it becomes due.
+    pub run_at: RunAt,
+    /// With the name, identifies the job among live jobs: a second job with the same pair is a
+    /// duplicate.
+    pub unique_identifier: Option<String>,
+}
+
+impl NewJob {
+    /// A job of `name` with `params`, due now, with the default priority and no unique identifier.
+    pub fn new(name: impl Into<String>, params: Value) -> Self {
+        NewJob {
+            name: name.into(),
+            params,
+            priority: DEFAULT_PRIORITY,
+            run_at: RunAt::Now,
+            unique_identifier: None,
+        }
+    }
+
+    /// Sets the priority.
+    pub fn priority(mut self, priority: i32) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    /// Sets the run time.
+    pub fn run_at(mut self, run_at: RunAt) -> Self {
+        self.run_at = run_at;
+        self
+    }
+
+    /// Sets the unique identifier.
+    pub fn unique_identifier(mut self, unique_identifier: impl Into<String>) -> Self {
+        self.unique_identifier = Some(unique_identifier.into());
+        self
+    }
+
+    /// Checks the job against the limits every store shares and the store's params limit.
+    ///
+    /// Stores call this first in `schedule` and `schedule_many`, so every backend refuses the same
+    /// input with the same [`ErrorKind`](crate::ErrorKind): `InvalidInput` for a bad name or unique
+    /// identifier, `TooLarge` for params over `max_params_bytes` once serialized.
+    pub fn validate(&self, max_params_bytes: usize) -> Result<()> {
+        validate_name(&self.name)?;
+        if let Some(unique) = &self.unique_identifier {
+            validate_text("unique identifier", unique, MAX_UNIQUE_IDENTIFIER_BYTES)?;
+        }
+        let size = params_size(&self.params);
+        if size > max_params_bytes {
+            return Err(Error::new(
+                crate::ErrorKind::TooLarge,
+                format!(
+                    "params of job '{}' take {size} bytes, more than the store's limit of {max_params_bytes}",
+                    self.name
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The size of params once serialized as JSON.
+pub fn params_size(params: &Value) -> usize {
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    // Writing a `Value` into a counter cannot fail.
+    let _ = serde_json::to_writer(&mut counter, params);
+    counter.0
+}
+
+/// Checks a job name: not empty, at most [`MAX_NAME_BYTES`], no NUL byte.
+pub fn validate_name(name: &str) -> Result<()> {
+    validate_text("job name", name, MAX_NAME_BYTES)
+}
+
+fn validate_text(what: &str, text: &str, max: usize) -> Result<()> {
+    if text.is_empty() {
+        return Err(Error::invalid_input(format!("{what} is empty")));
+    }
+    if text.len() > max {
+        return Err(Error::invalid_input(format!(
+            "{what} is {} bytes long, more than {max}",
+            text.len()
+        )));
+    }
+    if text.contains('\0') {
+        return Err(Error::invalid_input(format!("{what} contains a NUL byte")));
+    }
+    Ok(())
+}
+
+/// What scheduling an event job did.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Scheduled {
+    /// A new job was stored with this id.
+    Created(JobId),
+    /// A live job with the same name and unique identifier exists already; it is kept unchanged.
+    Duplicate(JobId),
+}
+
+impl Scheduled {
+    /// The id of the new or existing job.
+    pub fn id(&self) -> &JobId {
+        match self {
+            Scheduled::Created(id) | Scheduled::Duplicate(id) => id,
+        }
+    }
+
+    /// Whether the call found an existing job instead of storing one.
+    pub fn is_duplicate(&self) -> bool {
+        matches!(self, Scheduled::Duplicate(_))
+    }
+}
+
+/// A recurrent job to create or update, as handed to
+/// [`JobStore::register_recurrent`](crate::JobStore::register_recurrent).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecurrentRegistration {
+    /// The job's name; one record per name in the whole store.
+    pub name: String,
+    /// Text that changes whenever the schedule changes (see [`Schedule::key`](crate::Schedule::key)).
+    pub schedule_key: String,
+    /// The job's priority.
+    pub priority: i32,
+    /// The next run, used only when the stored schedule key differs from this one.
+    pub next_run_at: DateTime<Utc>,
+}
+
+/// A stored job, as read back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    /// The store's id.
+    pub id: JobId,
+    /// The name of its definition.
+    pub name: String,
+    /// Event or recurrent.
+    pub kind: JobKind,
+    /// The params, as JSON (`null` for recurrent jobs).
+    pub params: Value,
+    /// Higher runs first.
+    pub priority: i32,
+    /// When it is or was due.
+    pub run_at: DateTime<Utc>,
+    /// The unique identifier, if it was scheduled with one.
+    pub unique_identifier: Option<String>,
+    /// How many times it has been claimed since it was scheduled or last reset.
+    pub tries: u32,
+    /// Pending, running or failed, by the store's clock when it was read.
+    pub state: JobState,
+    /// The end of the current or last lease.
+    pub locked_until: Option<DateTime<Utc>>,
+    /// The worker that holds or held the lease.
+    pub locked_by: Option<String>,
+    /// The error it failed with, when failed.
+    pub last_error: Option<String>,
+    /// When a failed job is removed.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// For recurrent jobs, the key of the schedule it was registered with.
+    pub schedule_key: Option<String>,
+    /// When it was first stored.
+    pub created_at: DateTime<Utc>,
+}
+
+/// Which jobs [`JobStore::list_jobs`](crate::JobStore::list_jobs) returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobQuery {
+    /// Only jobs of this name, or every name.
+    pub name: Option<String>,
+    /// Only jobs in this state, or every state.
+    pub state: Option<JobState>,
+    /// At most this many.
+    pub limit: usize,
+    /// Skipping this many first.
+    pub offset: usize,
+}
+
+impl Default for JobQuery {
+    fn default() -> Self {
+        JobQuery {
+            name: None,
+            state: None,
+            limit: 100,
+            offset: 0,
+        }
+    }
+}
+
+impl JobQuery {
+    /// Jobs of `name` in any state.
+    pub fn name(name: impl Into<String>) -> Self {
+        JobQuery {
+            name: Some(name.into()),
+            ..JobQuery::default()
+        }
+    }
+
+    /// Narrows to one state.
+    pub fn state(mut self, state: JobState) -> Self {
+        self.state = Some(state);
+        self
+    }
+
+    /// Sets the page size.
+    pub fn limit(mut self, limit: usize) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    /// Sets how many to skip.
+    pub fn offset(mut self, offset: usize) -> Self {
+        self.offset = offset;
+        self
+    }
+}
+
+/// How many jobs of one name are in each state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobCounts {
+    /// The job name.
+    pub name: String,
+    /// Jobs waiting or due.
+    pub pending: u64,
+    /// Jobs with a live lease.
+    pub running: u64,
+    /// Jobs failed for good and not yet removed.
+    pub failed: u64,
+}
+
+/// What a pruning pass removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PruneReport {
+    /// Failed jobs past their retention.
+    pub jobs: u64,
+    /// Execution records past their expiry.
+    pub executions: u64,
+}

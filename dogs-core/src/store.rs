@@ -1,0 +1,252 @@
+//! The [`JobStore`] trait: the one thing a backend implements.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::claim::{ClaimRequest, ClaimedJob, Completion, Lease};
+use crate::error::Result;
+use crate::execution::{Execution, ExecutionQuery};
+use crate::job::{
+    Job, JobCounts, JobId, JobQuery, NewJob, PruneReport, RecurrentRegistration, Scheduled,
+};
+use crate::wakeup::WakeUps;
+
+/// Where jobs live: a shared store that any number of worker processes use at once.
+///
+/// Every time comparison uses the store's own clock, never the caller's. Every operation on a
+/// claimed job is fenced by the [`Lease`] handed out by [`claim`](JobStore::claim): with a token that
+/// is no longer current it changes nothing and returns [`ErrorKind::LockLost`](crate::ErrorKind).
+///
+/// Each method's `# Behavior` list is its contract; every bullet is a conformance test (named after
+/// the SPEC id in brackets) that runs unchanged against every backend.
+///
+/// The trait is object safe: workers take any `S: JobStore`, and `Arc<dyn JobStore>` is a store too.
+#[async_trait]
+pub trait JobStore: Send + Sync + 'static {
+    /// The store's current time.
+    ///
+    /// # Behavior
+    /// - Returns the clock every comparison of this store uses (the database server's clock).
+    async fn now(&self) -> Result<DateTime<Utc>>;
+
+    /// The largest params this store accepts, in bytes of JSON.
+    fn max_params_bytes(&self) -> usize;
+
+    /// Stores an event job.
+    ///
+    /// # Behavior
+    /// - The job reads back with its name, params, priority, run time and unique identifier
+    ///   unchanged (S-schedule-roundtrip); relative run times count from the store's clock.
+    /// - With a (name, unique identifier) pair that a live job already has, stores nothing and
+    ///   returns [`Scheduled::Duplicate`] with the existing job's id, whose params and run time are
+    ///   kept; of many concurrent calls exactly one creates the job (S-unique-one-winner).
+    /// - The same unique identifier under another name is another job (S-unique-per-name).
+    /// - A completed or failed job no longer holds its unique identifier (S-unique-freed).
+    /// - Refuses input that [`NewJob::validate`] refuses, with its error kind, storing nothing.
+    async fn schedule(&self, job: NewJob) -> Result<Scheduled>;
+
+    /// Stores many event jobs in one call.
+    ///
+    /// # Behavior
+    /// - Returns one outcome per entry, in order: created, duplicate, or that entry's error; a bad
+    ///   entry does not lose the others (S-bulk-schedule).
+    /// - Duplicates are judged against stored jobs and against earlier entries of the same call.
+    async fn schedule_many(&self, jobs: Vec<NewJob>) -> Result<Vec<Result<Scheduled>>>;
+
+    /// Creates or updates the one record of a recurrent job.
+    ///
+    /// # Behavior
+    /// - Concurrent registrations of one name leave exactly one record and all succeed; a new
+    ///   record is due at once (S-recurrent-idempotent).
+    /// - An existing record keeps its next run time when `schedule_key` is unchanged; otherwise
+    ///   its next run becomes `next_run_at` (S-recurrent-keeps-time). The priority is updated.
+    /// - Returns the record's id.
+    async fn register_recurrent(&self, job: RecurrentRegistration) -> Result<JobId>;
+
+    /// Leases up to `request.limit` due jobs whose names are in the request.
+    ///
+    /// # Behavior
+    /// - Only jobs whose run time has come are returned (S-claim-due-only), only of the requested
+    ///   names (S-claim-names), and never failed jobs (S-fail-terminal).
+    /// - Order: priority (higher first), run time (earlier first), then scheduling order
+    ///   (S-claim-order); a demoted job comes after every other due job (S-demote-stale).
+    /// - A job with a live lease is never returned; among concurrent claimers every job goes to
+    ///   exactly one (S-claim-exclusive), also when several are leased per call (S-claim-batch).
+    /// - Each claim adds one to `tries` and returns the new value (S-claim-counts-tries).
+    /// - A job whose lease ran out is claimable again, with `was_stale` set (S-lease-expiry); each
+    ///   claim hands out a new token, so the previous holder's is no longer current (S-fencing).
+    async fn claim(&self, request: &ClaimRequest) -> Result<Vec<ClaimedJob>>;
+
+    /// Moves the end of a live lease to the store's now + `lock_time`.
+    ///
+    /// # Behavior
+    /// - Returns the new end; until then no claim returns the job (S-extend-lease).
+    /// - With a token that is not current, changes nothing: `LockLost` (S-fencing).
+    async fn extend_lock(&self, lease: &Lease, lock_time: Duration) -> Result<DateTime<Utc>>;
+
+    /// Ends a claimed job's execution as `completion` says.
+    ///
+    /// # Behavior
+    /// - [`Completion::Remove`] deletes the job (S-complete-event).
+    /// - [`Completion::Reschedule`] releases the lease and sets run time, priority and tries
+    ///   (S-reschedule).
+    /// - [`Completion::Fail`] keeps the job as failed with its error until its retention ends, frees
+    ///   its unique identifier, and it is never claimed (S-fail-terminal).
+    /// - [`Completion::Demote`] makes the job due now after every other due job; its next claim
+    ///   reports `was_stale` and restores its priority (S-demote-stale).
+    /// - [`Completion::Release`] releases the lease and gives back the try.
+    /// - With a token that is not current, changes nothing: `LockLost` (S-fencing).
+    async fn complete(&self, lease: &Lease, completion: Completion) -> Result<()>;
+
+    /// Ends a claimed job's execution and stores its record, as one step where the store can.
+    ///
+    /// # Behavior
+    /// - Applies `completion` as [`complete`](JobStore::complete) does and, when it succeeded,
+    ///   stores `execution` as [`record_execution`](JobStore::record_execution) does.
+    /// - With a token that is not current, changes nothing and stores no record: `LockLost`
+    ///   (S-fencing).
+    ///
+    /// The provided implementation makes the two calls; a backend that can do both in one round
+    /// trip overrides it.
+    async fn finish(
+        &self,
+        lease: &Lease,
+        completion: Completion,
+        execution: Option<&Execution>,
+    ) -> Result<()> {
+        self.complete(lease, completion).await?;
+        if let Some(execution) = execution {
+            self.record_execution(execution).await?;
+        }
+        Ok(())
+    }
+
+    /// Stores an execution record.
+    ///
+    /// # Behavior
+    /// - Reads back unchanged through [`executions`](JobStore::executions) (S-execution-roundtrip).
+    /// - Recording the same `execution_id` again keeps one record (S-execution-idempotent).
+    async fn record_execution(&self, execution: &Execution) -> Result<()>;
+
+    /// Reads one job.
+    ///
+    /// # Behavior
+    /// - Returns the job with its state by the store's clock, or `None` when there is none (an
+    ///   id of another store's format is simply not found).
+    async fn get_job(&self, id: &JobId) -> Result<Option<Job>>;
+
+    /// Lists jobs by name and state, in claim order (failed jobs newest first).
+    ///
+    /// # Behavior
+    /// - Filters by name and by state and pages with limit and offset (S-list-and-stats).
+    async fn list_jobs(&self, query: &JobQuery) -> Result<Vec<Job>>;
+
+    /// Counts jobs per name and state.
+    ///
+    /// # Behavior
+    /// - One entry per name that has jobs, sorted by name (S-list-and-stats).
+    async fn count_jobs(&self) -> Result<Vec<JobCounts>>;
+
+    /// Reads execution records of one job name, newest first.
+    ///
+    /// # Behavior
+    /// - Newest first by start time, paged (S-execution-roundtrip).
+    /// - Records past their expiry are not returned (S-execution-retention).
+    async fn executions(&self, query: &ExecutionQuery) -> Result<Vec<Execution>>;
+
+    /// Removes a job that is not running, by id.
+    ///
+    /// # Behavior
+    /// - Removes a pending (or failed) job and returns `true`; `false` when there is no such job
+    ///   (S-cancel-pending).
+    /// - A job with a live lease is not removed: `Conflict`.
+    async fn cancel(&self, id: &JobId) -> Result<bool>;
+
+    /// Removes the live job of `name` with `unique_identifier`.
+    ///
+    /// # Behavior
+    /// - As [`cancel`](JobStore::cancel), finding the job by name and unique identifier
+    ///   (S-cancel-pending).
+    async fn cancel_unique(&self, name: &str, unique_identifier: &str) -> Result<bool>;
+
+    /// Removes failed jobs and execution records whose retention has ended.
+    ///
+    /// # Behavior
+    /// - Afterwards, expired records are gone from the store, not only hidden
+    ///   (S-execution-retention, S-fail-terminal).
+    async fn prune(&self) -> Result<PruneReport>;
+
+    /// A signal that fires when a job may have become claimable, for stores that can notify.
+    ///
+    /// Workers fall back to polling every `poll_interval` where this is `None` (W-wakeup-push).
+    fn wakeups(&self) -> Option<WakeUps> {
+        None
+    }
+}
+
+/// A shared store is a store: `Arc<S>` and `Arc<dyn JobStore>` work wherever a store is taken.
+#[async_trait]
+impl<T: JobStore + ?Sized> JobStore for Arc<T> {
+    async fn now(&self) -> Result<DateTime<Utc>> {
+        (**self).now().await
+    }
+    fn max_params_bytes(&self) -> usize {
+        (**self).max_params_bytes()
+    }
+    async fn schedule(&self, job: NewJob) -> Result<Scheduled> {
+        (**self).schedule(job).await
+    }
+    async fn schedule_many(&self, jobs: Vec<NewJob>) -> Result<Vec<Result<Scheduled>>> {
+        (**self).schedule_many(jobs).await
+    }
+    async fn register_recurrent(&self, job: RecurrentRegistration) -> Result<JobId> {
+        (**self).register_recurrent(job).await
+    }
+    async fn claim(&self, request: &ClaimRequest) -> Result<Vec<ClaimedJob>> {
+        (**self).claim(request).await
+    }
+    async fn extend_lock(&self, lease: &Lease, lock_time: Duration) -> Result<DateTime<Utc>> {
+        (**self).extend_lock(lease, lock_time).await
+    }
+    async fn complete(&self, lease: &Lease, completion: Completion) -> Result<()> {
+        (**self).complete(lease, completion).await
+    }
+    async fn finish(
+        &self,
+        lease: &Lease,
+        completion: Completion,
+        execution: Option<&Execution>,
+    ) -> Result<()> {
+        (**self).finish(lease, completion, execution).await
+    }
+    async fn record_execution(&self, execution: &Execution) -> Result<()> {
+        (**self).record_execution(execution).await
+    }
+    async fn get_job(&self, id: &JobId) -> Result<Option<Job>> {
+        (**self).get_job(id).await
+    }
+    async fn list_jobs(&self, query: &JobQuery) -> Result<Vec<Job>> {
+        (**self).list_jobs(query).await
+    }
+    async fn count_jobs(&self) -> Result<Vec<JobCounts>> {
+        (**self).count_jobs().await
+    }
+    async fn executions(&self, query: &ExecutionQuery) -> Result<Vec<Execution>> {
+        (**self).executions(query).await
+    }
+    async fn cancel(&self, id: &JobId) -> Result<bool> {
+        (**self).cancel(id).await
+    }
+    async fn cancel_unique(&self, name: &str, unique_identifier: &str) -> Result<bool> {
+        (**self).cancel_unique(name, unique_identifier).await
+    }
+    async fn prune(&self) -> Result<PruneReport> {
+        (**self).prune().await
+    }
+    fn wakeups(&self) -> Option<WakeUps> {
+        (**self).wakeups()
+    }
+}
