@@ -1,0 +1,284 @@
+//! [`MemoryStore`]: the [`JobStore`] implementation.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use dogs_core::{
+    async_trait, truncate_millis, ClaimRequest, ClaimedJob, Completion, Execution, ExecutionQuery,
+    Job, JobCounts, JobId, JobQuery, JobStore, Lease, NewJob, PruneReport, RecurrentRegistration,
+    Result, Scheduled, WakeUpSender, WakeUps,
+};
+use tokio::sync::watch;
+
+use crate::clock::Clock;
+use crate::config::MemoryStoreBuilder;
+use crate::state::{Effects, State};
+
+/// A complete job store in memory: thread safe, shared by every clone, with an injectable clock.
+///
+/// The reference implementation of the store contract, and the store for unit tests and for
+/// single-process services that can lose their queue on restart. Idle workers are woken at once
+/// when a job becomes due, whether it was scheduled for now or its run time or a lease end has
+/// just been reached.
+#[derive(Clone)]
+pub struct MemoryStore {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("max_params_bytes", &self.shared.max_params_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Shared {
+    state: Mutex<State>,
+    clock: Arc<dyn Clock>,
+    max_params_bytes: usize,
+    wake: WakeUpSender,
+    /// Tells the timer task that an earlier instant may need watching.
+    timer_changed: watch::Sender<()>,
+    /// The instant (ms since the epoch) the timer task is sleeping until; `i64::MAX` for none.
+    armed_until: AtomicI64,
+    timer_started: OnceLock<()>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        MemoryStore::new()
+    }
+}
+
+impl MemoryStore {
+    /// A store on the system clock.
+    pub fn new() -> Self {
+        MemoryStoreBuilder::default().build()
+    }
+
+    /// A builder to set the clock and the params limit.
+    pub fn builder() -> MemoryStoreBuilder {
+        MemoryStoreBuilder::default()
+    }
+
+    pub(crate) fn from_builder(builder: MemoryStoreBuilder) -> Self {
+        MemoryStore {
+            shared: Arc::new(Shared {
+                state: Mutex::new(State::default()),
+                clock: builder.clock,
+                max_params_bytes: builder.max_params_bytes,
+                wake: WakeUpSender::new(),
+                timer_changed: watch::Sender::new(()),
+                armed_until: AtomicI64::new(i64::MAX),
+                timer_started: OnceLock::new(),
+            }),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.shared.state()
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        truncate_millis(self.shared.clock.now())
+    }
+
+    fn apply(&self, effects: Effects) {
+        if effects.due_now {
+            self.shared.wake.notify();
+        }
+        if let Some(at) = effects.due_at {
+            if at.timestamp_millis() < self.shared.armed_until.load(Ordering::Acquire) {
+                self.shared.timer_changed.send_replace(());
+            }
+        }
+    }
+
+    /// Starts the task that wakes workers when a run time or a lease end is reached.
+    fn start_timer(&self) {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        self.shared.timer_started.get_or_init(|| {
+            let changed = self.shared.timer_changed.subscribe();
+            let jumps = self.shared.clock.jumps();
+            tokio::spawn(timer(Arc::downgrade(&self.shared), changed, jumps));
+        });
+    }
+}
+
+impl Shared {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Sleeps until the next run time or lease end, wakes the workers then, and starts over.
+async fn timer(
+    shared: Weak<Shared>,
+    mut changed: watch::Receiver<()>,
+    mut jumps: Option<watch::Receiver<()>>,
+) {
+    let mut watched_until = DateTime::<Utc>::MIN_UTC;
+    loop {
+        let Some(store) = shared.upgrade() else {
+            return;
+        };
+        changed.borrow_and_update();
+        if let Some(jumps) = &mut jumps {
+            jumps.borrow_and_update();
+        }
+        let now = truncate_millis(store.clock.now());
+        let next = store.state().next_due_after(watched_until);
+        if next.is_some_and(|at| at <= now) {
+            store.wake.notify();
+            watched_until = now;
+            continue;
+        }
+        store.armed_until.store(
+            next.map_or(i64::MAX, |at| at.timestamp_millis()),
+            Ordering::Release,
+        );
+        drop(store);
+        let sleep = next.map(|at| (at - now).to_std().unwrap_or(Duration::ZERO));
+        let jumped = async {
+            match &mut jumps {
+                Some(jumps) => jumps.changed().await.is_ok(),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = async { tokio::time::sleep(sleep.unwrap_or(Duration::MAX)).await }, if sleep.is_some() => {}
+            alive = changed.changed() => if alive.is_err() { return },
+            _ = jumped => {}
+        }
+    }
+}
+
+#[async_trait]
+impl JobStore for MemoryStore {
+    async fn now(&self) -> Result<DateTime<Utc>> {
+        Ok(MemoryStore::now(self))
+    }
+
+    fn max_params_bytes(&self) -> usize {
+        self.shared.max_params_bytes
+    }
+
+    async fn schedule(&self, job: NewJob) -> Result<Scheduled> {
+        job.validate(self.shared.max_params_bytes)?;
+        let now = MemoryStore::now(self);
+        let (scheduled, effects) = self.state().schedule(job, now);
+        self.apply(effects);
+        Ok(scheduled)
+    }
+
+    async fn schedule_many(&self, jobs: Vec<NewJob>) -> Result<Vec<Result<Scheduled>>> {
+        let now = MemoryStore::now(self);
+        let mut all = Effects::default();
+        let outcomes = {
+            let mut state = self.state();
+            jobs.into_iter()
+                .map(|job| {
+                    job.validate(self.shared.max_params_bytes)?;
+                    let (scheduled, effects) = state.schedule(job, now);
+                    all.merge(effects);
+                    Ok(scheduled)
+                })
+                .collect()
+        };
+        self.apply(all);
+        Ok(outcomes)
+    }
+
+    async fn register_recurrent(&self, job: RecurrentRegistration) -> Result<JobId> {
+        dogs_core::validate_name(&job.name)?;
+        let now = MemoryStore::now(self);
+        let (id, effects) = self.state().register_recurrent(job, now);
+        self.apply(effects);
+        Ok(id)
+    }
+
+    async fn claim(&self, request: &ClaimRequest) -> Result<Vec<ClaimedJob>> {
+        let now = MemoryStore::now(self);
+        let (claimed, effects) = self.state().claim(request, now);
+        self.apply(effects);
+        Ok(claimed)
+    }
+
+    async fn extend_lock(&self, lease: &Lease, lock_time: Duration) -> Result<DateTime<Utc>> {
+        let now = MemoryStore::now(self);
+        let (until, effects) = self.state().extend_lock(lease, lock_time, now)?;
+        self.apply(effects);
+        Ok(until)
+    }
+
+    async fn complete(&self, lease: &Lease, completion: Completion) -> Result<()> {
+        let now = MemoryStore::now(self);
+        let effects = self.state().complete(lease, completion, now)?;
+        self.apply(effects);
+        Ok(())
+    }
+
+    async fn finish(
+        &self,
+        lease: &Lease,
+        completion: Completion,
+        execution: Option<&Execution>,
+    ) -> Result<()> {
+        let now = MemoryStore::now(self);
+        let effects = {
+            let mut state = self.state();
+            let effects = state.complete(lease, completion, now)?;
+            if let Some(execution) = execution {
+                state.record_execution(execution, now);
+            }
+            effects
+        };
+        self.apply(effects);
+        Ok(())
+    }
+
+    async fn record_execution(&self, execution: &Execution) -> Result<()> {
+        let now = MemoryStore::now(self);
+        self.state().record_execution(execution, now);
+        Ok(())
+    }
+
+    async fn get_job(&self, id: &JobId) -> Result<Option<Job>> {
+        Ok(self.state().get_job(id, MemoryStore::now(self)))
+    }
+
+    async fn list_jobs(&self, query: &JobQuery) -> Result<Vec<Job>> {
+        Ok(self.state().list_jobs(query, MemoryStore::now(self)))
+    }
+
+    async fn count_jobs(&self) -> Result<Vec<JobCounts>> {
+        Ok(self.state().count_jobs(MemoryStore::now(self)))
+    }
+
+    async fn executions(&self, query: &ExecutionQuery) -> Result<Vec<Execution>> {
+        Ok(self.state().executions(query, MemoryStore::now(self)))
+    }
+
+    async fn cancel(&self, id: &JobId) -> Result<bool> {
+        self.state().cancel_id(id, MemoryStore::now(self))
+    }
+
+    async fn cancel_unique(&self, name: &str, unique_identifier: &str) -> Result<bool> {
+        self.state()
+            .cancel_unique(name, unique_identifier, MemoryStore::now(self))
+    }
+
+    async fn prune(&self) -> Result<PruneReport> {
+        Ok(self.state().prune(MemoryStore::now(self)))
+    }
+
+    fn wakeups(&self) -> Option<WakeUps> {
+        self.start_timer();
+        Some(self.shared.wake.subscribe())
+    }
+}
