@@ -145,7 +145,9 @@ impl JobContext {
     /// and with `InvalidInput` for a zero `lock_time`.
     pub async fn extend_lock_time(&self, lock_time: Duration) -> Result<()> {
         if lock_time.is_zero() {
-            return Err(Error::invalid_input("extend_lock_time needs a time longer than zero"));
+            return Err(Error::invalid_input(
+                "extend_lock_time needs a time longer than zero",
+            ));
         }
         let Some(keeper) = &self.inner.lease else {
             return Ok(());

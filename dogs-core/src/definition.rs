@@ -215,8 +215,9 @@ impl JobDefinition {
 
     /// Checks the definition as `start_workers` does; every problem is a `Config` error.
     pub fn validate(&self) -> Result<()> {
-        crate::job::validate_name(&self.name)
-            .map_err(|e| Error::config(format!("invalid job name '{}': {}", self.name, e.message())))?;
+        crate::job::validate_name(&self.name).map_err(|e| {
+            Error::config(format!("invalid job name '{}': {}", self.name, e.message()))
+        })?;
         if self.lock_time.is_some_and(|t| t.is_zero()) {
             return Err(Error::config(format!(
                 "job '{}': lock_time must be longer than zero",
@@ -389,7 +390,11 @@ where
     /// Fails with `Serialization` when the params cannot be turned into JSON.
     pub fn new_job(&self, params: &P, options: ScheduleOptions) -> Result<NewJob> {
         let params = crate::scheduling::params_to_json(&self.definition.name, params)?;
-        Ok(options.into_new_job(self.definition.name.clone(), params, self.definition.priority))
+        Ok(options.into_new_job(
+            self.definition.name.clone(),
+            params,
+            self.definition.priority,
+        ))
     }
 }
 

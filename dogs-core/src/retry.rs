@@ -43,7 +43,14 @@ mod tests {
     #[test]
     fn doubles_then_caps_within_jitter() {
         let backoff = RetryBackoff::default();
-        for (tries, expected) in [(1, 1.0), (2, 2.0), (3, 4.0), (10, 512.0), (13, 3600.0), (40, 3600.0)] {
+        for (tries, expected) in [
+            (1, 1.0),
+            (2, 2.0),
+            (3, 4.0),
+            (10, 512.0),
+            (13, 3600.0),
+            (40, 3600.0),
+        ] {
             let secs = backoff.delay(tries).as_secs_f64();
             assert!(
                 (expected * 0.9..=expected * 1.1).contains(&secs),

@@ -15,14 +15,15 @@ use tracing::{debug, error, info_span, warn, Instrument};
 
 use crate::claim::{ClaimName, ClaimRequest, ClaimedJob, Completion};
 use crate::context::{JobContext, LeaseKeeper};
-use crate::definition::{
-    DefinitionKind, ErrorAction, ExecutionFailure, JobDefinition, RunOutcome,
-};
+use crate::definition::{DefinitionKind, ErrorAction, ExecutionFailure, JobDefinition, RunOutcome};
 use crate::error::{Error, ErrorKind, Result};
 use crate::execution::{Execution, ExecutionStatus};
 use crate::job::{add_duration, truncate_millis, JobKind, RecurrentRegistration, RunAt};
 use crate::retry::RetryBackoff;
 use crate::store::JobStore;
+
+/// How long a cancelled handler may take to stop on its own before it is aborted.
+const CANCEL_GRACE: Duration = Duration::from_millis(100);
 
 /// Called once when an event job has failed `max_tries` times and is failed for good.
 pub type OnMaxTries = Arc<dyn Fn(&ExecutionFailure) + Send + Sync>;
@@ -141,7 +142,9 @@ where
         definitions.insert(definition.name.clone(), Arc::new(definition));
     }
     if definitions.is_empty() {
-        return Err(Error::config("start_workers needs at least one job definition"));
+        return Err(Error::config(
+            "start_workers needs at least one job definition",
+        ));
     }
 
     let store: Arc<dyn JobStore> = Arc::new(store);
@@ -450,8 +453,15 @@ async fn run_claimed(
         _ = shared.cancel_running.cancelled() => Ending::Cancelled,
     };
     if matches!(ending, Ending::Stale | Ending::Cancelled) {
+        // Its outcome no longer counts; a handler that watches its cancellation gets a moment
+        // to stop on its own, then it is stopped.
         cancel.cancel();
-        handler.abort();
+        if tokio::time::timeout(CANCEL_GRACE, &mut handler)
+            .await
+            .is_err()
+        {
+            handler.abort();
+        }
     }
     drop(ctx);
 
@@ -711,7 +721,9 @@ impl Finisher<'_> {
             params: job.params.clone(),
             started_at: self.started_at,
             ended_at,
-            duration: Duration::from_millis(u64::try_from(self.duration.as_millis()).unwrap_or(u64::MAX)),
+            duration: Duration::from_millis(
+                u64::try_from(self.duration.as_millis()).unwrap_or(u64::MAX),
+            ),
             status,
             error,
             result,

@@ -75,7 +75,11 @@ impl ManualClock {
 
     fn update(&self, change: impl FnOnce(DateTime<Utc>) -> DateTime<Utc>) {
         {
-            let mut now = self.inner.now.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut now = self
+                .inner
+                .now
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             *now = truncate_millis(change(*now));
         }
         self.inner.jumped.send_replace(());
@@ -84,7 +88,11 @@ impl ManualClock {
 
 impl Clock for ManualClock {
     fn now(&self) -> DateTime<Utc> {
-        *self.inner.now.lock().unwrap_or_else(PoisonError::into_inner)
+        *self
+            .inner
+            .now
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn jumps(&self) -> Option<watch::Receiver<()>> {

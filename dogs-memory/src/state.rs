@@ -281,7 +281,10 @@ impl State {
     pub(crate) fn schedule(&mut self, job: NewJob, now: DateTime<Utc>) -> (Scheduled, Effects) {
         if let Some(unique) = &job.unique_identifier {
             if let Some(&seq) = self.unique.get(&(job.name.clone(), unique.clone())) {
-                return (Scheduled::Duplicate(JobId::new(seq.to_string())), Effects::default());
+                return (
+                    Scheduled::Duplicate(JobId::new(seq.to_string())),
+                    Effects::default(),
+                );
             }
         }
         self.next_seq += 1;
@@ -310,7 +313,10 @@ impl State {
                 slot: Self::pending_slot(run_at, now),
             },
         );
-        (Scheduled::Created(JobId::new(seq.to_string())), self.index(seq))
+        (
+            Scheduled::Created(JobId::new(seq.to_string())),
+            self.index(seq),
+        )
     }
 
     pub(crate) fn register_recurrent(
@@ -568,9 +574,9 @@ impl State {
     }
 
     fn visible(&self, now: DateTime<Utc>) -> impl Iterator<Item = &Record> {
-        self.jobs.values().filter(move |r| {
-            !(r.slot == Slot::Failed && r.expires_at.is_some_and(|at| at <= now))
-        })
+        self.jobs
+            .values()
+            .filter(move |r| !(r.slot == Slot::Failed && r.expires_at.is_some_and(|at| at <= now)))
     }
 
     pub(crate) fn list_jobs(&self, query: &JobQuery, now: DateTime<Utc>) -> Vec<Job> {
