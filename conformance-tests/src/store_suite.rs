@@ -495,7 +495,7 @@ pub async fn claim_batch(ctx: TestContext) {
         .await;
         by_priority.push((priority, id));
     }
-    by_priority.sort_by(|a, b| b.0.cmp(&a.0));
+    by_priority.sort_by_key(|(priority, _)| std::cmp::Reverse(*priority));
     let expected: Vec<JobId> = by_priority.into_iter().map(|(_, id)| id).collect();
     let first = claim(&*store, "batch", LEASE, 4).await;
     let second = claim(&*store, "batch", LEASE, 10).await;
@@ -912,6 +912,21 @@ pub async fn demote_stale(ctx: TestContext) {
         "after its stale run it ranks by its own priority again"
     );
     assert!(!next.was_stale);
+
+    // A lease that runs out (a worker that died or hung) demotes the job the same way.
+    let expired = schedule_new(&*store, NewJob::new("expired", json!("stale")).priority(5)).await;
+    let lost = claim_one(&*store, "expired", SHORT_LEASE).await;
+    let fresh = schedule_new(&*store, NewJob::new("expired", json!("fresh")).priority(1)).await;
+    wait_past(&*store, lost.locked_until).await;
+    let order = claim(&*store, "expired", LEASE, 10).await;
+    let ids: Vec<&JobId> = order.iter().map(|c| &c.job.id).collect();
+    assert_eq!(
+        ids,
+        vec![&fresh, &expired],
+        "a job whose lease ran out comes after every other due job"
+    );
+    assert!(order[1].was_stale);
+    assert_eq!(order[1].job.priority, 5);
 }
 
 /// S-cancel-pending

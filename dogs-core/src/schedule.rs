@@ -89,12 +89,12 @@ impl fmt::Debug for Schedule {
 pub struct CronSchedule {
     expression: String,
     timezone: String,
-    parsed: std::result::Result<(croner::Cron, Tz), String>,
+    parsed: Arc<std::result::Result<(croner::Cron, Tz), String>>,
 }
 
 impl CronSchedule {
     fn new(expression: String, timezone: String) -> Self {
-        let parsed = Self::parse(&expression, &timezone);
+        let parsed = Arc::new(Self::parse(&expression, &timezone));
         CronSchedule {
             expression,
             timezone,
@@ -116,6 +116,7 @@ impl CronSchedule {
     fn parsed(&self) -> Result<&(croner::Cron, Tz)> {
         self.parsed
             .as_ref()
+            .as_ref()
             .map_err(|message| Error::config(message.clone()))
     }
 
@@ -132,7 +133,9 @@ impl CronSchedule {
     /// The first matching instant after `now`.
     pub fn next_after(&self, now: DateTime<Utc>) -> Result<DateTime<Utc>> {
         let (cron, tz) = self.parsed()?;
-        cron.find_next_occurrence(&now.with_timezone(tz), false)
+        // Cron matches whole seconds: search from the start of the current second.
+        let second = DateTime::from_timestamp(now.timestamp(), 0).unwrap_or(now);
+        cron.find_next_occurrence(&second.with_timezone(tz), false)
             .map(|at| at.with_timezone(&Utc))
             .map_err(|e| {
                 Error::config(format!(
@@ -140,5 +143,66 @@ impl CronSchedule {
                     self.expression
                 ))
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> DateTime<Utc> {
+        text.parse().unwrap_or_else(|e| panic!("{text}: {e}"))
+    }
+
+    #[test]
+    fn cron_reads_its_timezone() {
+        let schedule = Schedule::cron("0 9 * * *", "Europe/Paris");
+        let Schedule::Cron(cron) = &schedule else {
+            panic!("not a cron schedule");
+        };
+        // 09:00 in Paris is 08:00 UTC in winter and 07:00 UTC in summer.
+        assert_eq!(
+            cron.next_after(at("2030-01-10T10:00:00Z")).ok(),
+            Some(at("2030-01-11T08:00:00Z"))
+        );
+        assert_eq!(
+            cron.next_after(at("2030-07-10T06:59:59Z")).ok(),
+            Some(at("2030-07-10T07:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn cron_seconds_land_on_whole_seconds() {
+        let Schedule::Cron(cron) = Schedule::cron("*/2 * * * * *", "UTC") else {
+            panic!("not a cron schedule");
+        };
+        assert_eq!(
+            cron.next_after(at("2030-01-01T00:00:00.750Z")).ok(),
+            Some(at("2030-01-01T00:00:02Z"))
+        );
+    }
+
+    #[test]
+    fn invalid_cron_and_timezone_are_config_errors() {
+        for schedule in [
+            Schedule::cron("not cron", "UTC"),
+            Schedule::cron("0 * * * *", "Nowhere/City"),
+            Schedule::every(Duration::ZERO),
+        ] {
+            let error = schedule.validate().err().map(|e| e.kind());
+            assert_eq!(error, Some(crate::ErrorKind::Config), "{schedule:?}");
+        }
+    }
+
+    #[test]
+    fn keys_change_with_the_schedule() {
+        assert_ne!(
+            Schedule::every(Duration::from_secs(1)).key(),
+            Schedule::every(Duration::from_secs(2)).key()
+        );
+        assert_ne!(
+            Schedule::cron("0 * * * *", "UTC").key(),
+            Schedule::cron("0 * * * *", "Europe/Paris").key()
+        );
     }
 }

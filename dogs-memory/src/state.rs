@@ -107,10 +107,13 @@ impl Record {
     }
 }
 
+/// Orders execution records newest first: start time, then id, both descending.
+type NewestFirst = (Reverse<DateTime<Utc>>, Reverse<String>);
+
 /// Execution records, per job name, newest first, with an expiry index.
 #[derive(Debug, Default)]
 struct Executions {
-    by_name: HashMap<String, BTreeMap<(Reverse<DateTime<Utc>>, Reverse<String>), Execution>>,
+    by_name: HashMap<String, BTreeMap<NewestFirst, Execution>>,
     by_id: HashMap<String, (String, DateTime<Utc>)>,
     expiry: BTreeSet<(DateTime<Utc>, String)>,
 }
@@ -255,8 +258,8 @@ impl State {
         }
     }
 
-    /// Moves jobs that have become due or whose lease ran out to the ready sets, and drops failed
-    /// jobs past their retention.
+    /// Moves jobs that have become due or whose lease ran out to the ready sets (the latter
+    /// demoted), and drops failed jobs past their retention.
     fn promote(&mut self, now: DateTime<Utc>) {
         while let Some(&(run_at, seq)) = self.future.first() {
             if run_at > now {
@@ -268,7 +271,11 @@ impl State {
             if until > now {
                 break;
             }
-            self.update(seq, |r| r.slot = Slot::Ready);
+            // Its execution went stale: it waits behind every other due job.
+            self.update(seq, |r| {
+                r.slot = Slot::Ready;
+                r.demoted = true;
+            });
         }
         while let Some(&(expires_at, seq)) = self.failed.first() {
             if expires_at > now {
