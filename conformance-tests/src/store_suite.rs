@@ -390,51 +390,29 @@ pub async fn claim_names(ctx: TestContext) {
 pub async fn claim_order(ctx: TestContext) {
     let store = ctx.store();
     let now = truncate_millis(store_now(&*store).await);
-    let ago = |s| RunAt::At(now - chrono::Duration::seconds(s));
-    let mut expected = Vec::new();
-    let low_old = schedule_new(
-        &*store,
-        NewJob::new("order", json!("low old"))
-            .priority(1)
-            .run_at(ago(30)),
-    )
-    .await;
-    let high_new = schedule_new(
-        &*store,
-        NewJob::new("order", json!("high new"))
-            .priority(5)
-            .run_at(ago(1)),
-    )
-    .await;
-    let high_old = schedule_new(
-        &*store,
-        NewJob::new("order", json!("high old"))
-            .priority(5)
-            .run_at(ago(20)),
-    )
-    .await;
-    let tie_first = schedule_new(
-        &*store,
-        NewJob::new("order", json!("tie 1"))
-            .priority(3)
-            .run_at(ago(10)),
-    )
-    .await;
-    let tie_second = schedule_new(
-        &*store,
-        NewJob::new("order", json!("tie 2"))
-            .priority(3)
-            .run_at(ago(10)),
-    )
-    .await;
-    let negative = schedule_new(
-        &*store,
-        NewJob::new("order", json!("negative"))
-            .priority(-4)
-            .run_at(ago(60)),
-    )
-    .await;
-    expected.extend([high_old, high_new, tie_first, tie_second, low_old, negative]);
+    // (label, priority, seconds ago), in scheduling order.
+    let jobs = [
+        ("low old", 1, 30),
+        ("high new", 5, 1),
+        ("high old", 5, 20),
+        ("tie 1", 3, 10),
+        ("tie 2", 3, 10),
+        ("negative", -4, 60),
+    ];
+    let mut ids = HashMap::new();
+    for (label, priority, ago) in jobs {
+        let run_at = RunAt::At(now - chrono::Duration::seconds(ago));
+        let job = NewJob::new("order", json!(label))
+            .priority(priority)
+            .run_at(run_at);
+        ids.insert(label, schedule_new(&*store, job).await);
+    }
+    let expected: Vec<JobId> = [
+        "high old", "high new", "tie 1", "tie 2", "low old", "negative",
+    ]
+    .iter()
+    .map(|label| ids[label].clone())
+    .collect();
     let mut claimed = Vec::new();
     while let Some(job) = claim(&*store, "order", LEASE, 1).await.pop() {
         claimed.push(job.job.id);

@@ -581,12 +581,7 @@ impl Finisher<'_> {
             },
         };
         let mut record = self.record(decision.status, decision.error.clone(), decision.result);
-        match self
-            .shared
-            .store
-            .finish(&self.claimed.lease, decision.completion, record.as_ref())
-            .await
-        {
+        match self.save(&decision.completion, record.as_ref()).await {
             Ok(()) => {
                 if decision.max_tries_reached {
                     if let Some(on_max_tries) = &self.shared.options.on_max_tries {
@@ -612,6 +607,31 @@ impl Finisher<'_> {
                 error!(error = %e, "saving the outcome failed; the job runs again once its lease ends");
             }
         }
+    }
+
+    /// Saves the outcome, retrying a store that is briefly unavailable a few times; after that
+    /// the lease runs out and the job runs again.
+    async fn save(&self, completion: &Completion, record: Option<&Execution>) -> Result<()> {
+        let mut pause = Duration::from_millis(100);
+        for _ in 0..3 {
+            match self
+                .shared
+                .store
+                .finish(&self.claimed.lease, completion.clone(), record)
+                .await
+            {
+                Err(e) if e.kind() == ErrorKind::Unavailable => {
+                    warn!(error = %e, retry_in = ?pause, "saving the outcome failed");
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                }
+                outcome => return outcome,
+            }
+        }
+        self.shared
+            .store
+            .finish(&self.claimed.lease, completion.clone(), record)
+            .await
     }
 
     fn after_success(&self) -> Completion {
