@@ -443,6 +443,7 @@ impl State {
             if let Some(current) = &mut record.lease {
                 current.until = until;
             }
+            record.demoted = false;
             record.slot = Slot::Leased;
         });
         Ok((until, effects))
