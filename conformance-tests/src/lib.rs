@@ -12,6 +12,7 @@ pub mod bad_input;
 pub mod env;
 pub mod harness;
 pub mod memory;
+pub mod postgres;
 pub mod store_suite;
 pub mod support;
 pub mod worker_suite;

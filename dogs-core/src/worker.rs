@@ -332,13 +332,17 @@ async fn dispatch(shared: Arc<Shared>) {
                 }
             }
         };
+        let timing = ClaimTiming {
+            asked_at,
+            answered_at: Instant::now(),
+        };
         let drained = claimed.len() < permits.len();
         for job in claimed {
             let Some(permit) = permits.pop() else { break };
             let shared_for_task = Arc::clone(&shared);
             shared
                 .executions
-                .spawn(execute(shared_for_task, job, asked_at, permit));
+                .spawn(execute(shared_for_task, job, timing, permit));
         }
         drop(permits);
         if drained {
@@ -378,7 +382,7 @@ enum Ending {
 async fn execute(
     shared: Arc<Shared>,
     claimed: ClaimedJob,
-    asked_at: Instant,
+    timing: ClaimTiming,
     permit: OwnedSemaphorePermit,
 ) {
     let span = info_span!(
@@ -389,7 +393,7 @@ async fn execute(
     );
     async {
         match shared.definitions.get(&claimed.job.name) {
-            Some(definition) => run_claimed(&shared, definition, claimed, asked_at).await,
+            Some(definition) => run_claimed(&shared, definition, claimed, timing).await,
             None => {
                 // Only names of this worker set are claimed; release anything else untouched.
                 warn!("claimed a job this worker set does not define; releasing it");
@@ -415,10 +419,12 @@ async fn run_claimed(
     shared: &Shared,
     definition: &JobDefinition,
     claimed: ClaimedJob,
-    asked_at: Instant,
+    timing: ClaimTiming,
 ) {
     let lock_time = definition.lock_time.unwrap_or(shared.options.lock_time);
-    let (deadline_tx, deadline_rx) = watch::channel(asked_at + lock_time);
+    // The lease started no earlier than the claim was asked for: a deadline from then ends
+    // no later than the store's.
+    let (deadline_tx, deadline_rx) = watch::channel(timing.asked_at + lock_time);
     let cancel = CancellationToken::new();
     let job = &claimed.job;
     let ctx = JobContext::new(
@@ -436,7 +442,7 @@ async fn run_claimed(
     );
     let clock = StoreClock {
         at: claimed.claimed_at,
-        instant: asked_at,
+        instant: timing.answered_at,
     };
     let started_at = clock.now();
     let started = Instant::now();
@@ -476,7 +482,15 @@ async fn run_claimed(
     outcome.finish(ending).await;
 }
 
-/// The store's clock, estimated from the time it reported at the claim.
+/// When a claim was asked for and when it was answered, by the local monotonic clock.
+#[derive(Clone, Copy)]
+struct ClaimTiming {
+    asked_at: Instant,
+    answered_at: Instant,
+}
+
+/// The store's clock, estimated from the time it reported at the claim (counting from the
+/// answer, so a slow claim does not push the estimate ahead of the store).
 #[derive(Clone, Copy)]
 struct StoreClock {
     at: DateTime<Utc>,

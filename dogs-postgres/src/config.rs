@@ -1,0 +1,231 @@
+//! How a PostgreSQL store is set up: where it connects, its schema, and its pool.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use dogs_core::{Error, Result};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+
+use crate::store::PostgresStore;
+
+/// The schema dogs uses when none is set.
+pub const DEFAULT_SCHEMA: &str = "dogs";
+
+/// The longest schema name: the wake-up channel is the schema name with `_wake` after it, and
+/// PostgreSQL names are at most 63 bytes.
+pub const MAX_SCHEMA_LEN: usize = 48;
+
+/// The default params limit: 16 MiB of JSON.
+pub const DEFAULT_MAX_PARAMS_BYTES: usize = 16 * 1024 * 1024;
+
+/// Builds a [`PostgresStore`] from a URL or an existing pool.
+///
+/// ```no_run
+/// # async fn example() -> Result<(), dogs_core::Error> {
+/// use dogs_postgres::PostgresStore;
+///
+/// let store = PostgresStore::builder()
+///     .url("postgres://app@db.internal/app")
+///     .schema("jobs")
+///     .max_connections(20)
+///     .connect()
+///     .await?;
+/// # let _ = store;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct PostgresStoreBuilder {
+    pub(crate) source: Option<Source>,
+    pub(crate) schema: String,
+    pub(crate) max_connections: u32,
+    pub(crate) acquire_timeout: Duration,
+    pub(crate) migrate: bool,
+    pub(crate) max_params_bytes: usize,
+}
+
+#[derive(Clone)]
+pub(crate) enum Source {
+    Url(String),
+    Pool(PgPool),
+}
+
+impl fmt::Debug for PostgresStoreBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let source = match &self.source {
+            Some(Source::Url(url)) => redact(url),
+            Some(Source::Pool(_)) => "an existing pool".to_owned(),
+            None => "none".to_owned(),
+        };
+        f.debug_struct("PostgresStoreBuilder")
+            .field("source", &source)
+            .field("schema", &self.schema)
+            .field("max_connections", &self.max_connections)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .field("migrate", &self.migrate)
+            .finish()
+    }
+}
+
+impl Default for PostgresStoreBuilder {
+    fn default() -> Self {
+        PostgresStoreBuilder {
+            source: None,
+            schema: DEFAULT_SCHEMA.to_owned(),
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(10),
+            migrate: true,
+            max_params_bytes: DEFAULT_MAX_PARAMS_BYTES,
+        }
+    }
+}
+
+impl PostgresStoreBuilder {
+    /// Connects with a `postgres://` URL.
+    pub fn url(mut self, url: impl Into<String>) -> Self {
+        self.source = Some(Source::Url(url.into()));
+        self
+    }
+
+    /// Uses an existing pool (its own settings apply; `max_connections` and `acquire_timeout`
+    /// are ignored).
+    pub fn pool(mut self, pool: PgPool) -> Self {
+        self.source = Some(Source::Pool(pool));
+        self
+    }
+
+    /// The schema that holds dogs' tables (default `dogs`): lower-case letters, digits and `_`,
+    /// at most 48 characters.
+    pub fn schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = schema.into();
+        self
+    }
+
+    /// Connections in the pool made from a URL (default 10).
+    pub fn max_connections(mut self, max: u32) -> Self {
+        self.max_connections = max;
+        self
+    }
+
+    /// How long a call waits for a free connection before it fails with `Unavailable`
+    /// (default 10 s).
+    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
+        self.acquire_timeout = timeout;
+        self
+    }
+
+    /// Whether `connect` applies the migrations (default true). Without it, call
+    /// [`PostgresStore::migrate`] yourself.
+    pub fn migrate_on_connect(mut self, migrate: bool) -> Self {
+        self.migrate = migrate;
+        self
+    }
+
+    /// Refuses params larger than `bytes` of JSON (default 16 MiB).
+    pub fn max_params_bytes(mut self, bytes: usize) -> Self {
+        self.max_params_bytes = bytes;
+        self
+    }
+
+    /// Connects (and migrates, unless turned off).
+    ///
+    /// A URL that does not parse or a schema name that is not a plain identifier is a `Config`
+    /// error; a server that cannot be reached is `Unavailable`, with its address in the message
+    /// and never the password.
+    pub async fn connect(self) -> Result<PostgresStore> {
+        validate_schema(&self.schema)?;
+        let pool = match &self.source {
+            Some(Source::Pool(pool)) => pool.clone(),
+            Some(Source::Url(url)) => {
+                let options = PgConnectOptions::from_str(url).map_err(|e| {
+                    Error::config(format!("the PostgreSQL URL {} does not parse", redact(url)))
+                        .with_source(e)
+                })?;
+                let address = format!("{}:{}", options.get_host(), options.get_port());
+                PgPoolOptions::new()
+                    .max_connections(self.max_connections)
+                    .acquire_timeout(self.acquire_timeout)
+                    .connect_with(options)
+                    .await
+                    .map_err(|e| {
+                        let error = crate::error::db_error("connecting", e);
+                        Error::new(
+                            error.kind(),
+                            format!("cannot connect to PostgreSQL at {address}"),
+                        )
+                        .with_source(error)
+                    })?
+            }
+            None => return Err(Error::config("a PostgreSQL store needs a URL or a pool")),
+        };
+        let store = PostgresStore::new(pool, self.schema, self.max_params_bytes);
+        if self.migrate {
+            store.migrate().await?;
+        }
+        Ok(store)
+    }
+}
+
+/// Checks that a schema name is a plain lower-case identifier that fits the wake-up channel.
+pub(crate) fn validate_schema(schema: &str) -> Result<()> {
+    let mut chars = schema.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_');
+    let rest_ok = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if !first_ok || !rest_ok || schema.len() > MAX_SCHEMA_LEN {
+        return Err(Error::config(format!(
+            "schema name '{schema}' is not a lower-case identifier of at most {MAX_SCHEMA_LEN} characters"
+        )));
+    }
+    Ok(())
+}
+
+/// The URL with its password replaced by `***`, for messages.
+pub(crate) fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "(not a URL)".to_owned();
+    };
+    let (authority, path) = match rest.find(['/', '?']) {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((credentials, host)) => {
+            let user = credentials.split(':').next().unwrap_or_default();
+            let hidden = if credentials.contains(':') {
+                ":***"
+            } else {
+                ""
+            };
+            format!("{scheme}://{user}{hidden}@{host}{path}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_hides_only_the_password() {
+        assert_eq!(
+            redact("postgres://app:s3cret@db:5432/app?sslmode=require"),
+            "postgres://app:***@db:5432/app?sslmode=require"
+        );
+        assert_eq!(redact("postgres://app@db/app"), "postgres://app@db/app");
+        assert_eq!(redact("postgres://db"), "postgres://db");
+        assert_eq!(redact("nonsense"), "(not a URL)");
+    }
+
+    #[test]
+    fn schema_names_are_plain_identifiers() {
+        assert!(validate_schema("dogs").is_ok());
+        assert!(validate_schema("_jobs_2").is_ok());
+        for bad in ["", "Dogs", "1x", "a-b", "a\"b", &"x".repeat(49)] {
+            assert!(validate_schema(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! Embedded, versioned migrations, applied once per schema even when many processes start at once.
+
+use dogs_core::Result;
+use sqlx::{Executor, PgPool};
+
+use crate::error::db_error;
+
+/// The migrations, in order: (version, name, SQL with `{schema}` and `{channel}` placeholders).
+const MIGRATIONS: &[(i32, &str, &str)] =
+    &[(1, "schema", include_str!("migrations/001_schema.sql"))];
+
+/// Applies the migrations `schema` lacks, in one transaction per migration, serialised across
+/// processes by an advisory lock on the schema name. Running it again changes nothing.
+pub(crate) async fn migrate(pool: &PgPool, schema: &str) -> Result<()> {
+    let mut tx = pool
+        .begin()
+        .await
+        .map_err(|e| db_error("starting the migration", e))?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+        .bind(format!("dogs migrations {schema}"))
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| db_error("taking the migration lock", e))?;
+    let setup = format!(
+        "CREATE SCHEMA IF NOT EXISTS \"{schema}\";
+         CREATE TABLE IF NOT EXISTS \"{schema}\".migrations (
+             version integer PRIMARY KEY,
+             name text NOT NULL,
+             applied_at timestamptz NOT NULL DEFAULT now()
+         );"
+    );
+    tx.execute(setup.as_str())
+        .await
+        .map_err(|e| db_error("creating the schema", e))?;
+    let applied: Vec<i32> = sqlx::query_scalar(&format!(
+        "SELECT version FROM \"{schema}\".migrations ORDER BY version"
+    ))
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(|e| db_error("reading the applied migrations", e))?;
+    for (version, name, sql) in MIGRATIONS {
+        if applied.contains(version) {
+            continue;
+        }
+        let sql = sql
+            .replace("{schema}", schema)
+            .replace("{channel}", &crate::store::channel(schema));
+        tx.execute(sql.as_str())
+            .await
+            .map_err(|e| db_error(&format!("migration {version} ({name})"), e))?;
+        sqlx::query(&format!(
+            "INSERT INTO \"{schema}\".migrations (version, name) VALUES ($1, $2)"
+        ))
+        .bind(version)
+        .bind(name)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| db_error("recording a migration", e))?;
+    }
+    tx.commit()
+        .await
+        .map_err(|e| db_error("committing the migrations", e))
+}
