@@ -42,6 +42,11 @@ impl TestContext {
         }
     }
 
+    /// The case's namespace (schema, key prefix, database name).
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
     /// The backend's name.
     pub fn backend(&self) -> &'static str {
         self.backend.name()

@@ -49,3 +49,324 @@ impl Backend for PostgresBackend {
         Ok(())
     }
 }
+
+/// What only PostgreSQL offers, run with the suite on the same server: each case opens its own
+/// [`PostgresStore`] in the case's namespace.
+pub mod specific {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use dogs_core::prelude::*;
+    use dogs_core::{ErrorKind, JobQuery, JobStore, NewJob};
+    use dogs_postgres::sqlx::postgres::PgListener;
+    use dogs_postgres::sqlx::{self, Row};
+    use dogs_postgres::PostgresStore;
+    use serde_json::json;
+
+    use crate::harness::{Case, TestContext};
+    use crate::support::*;
+
+    /// The PostgreSQL-only cases, for the server at `url`.
+    pub fn cases(url: &str) -> Vec<Case> {
+        let case = |name: &'static str, run: fn(TestContext, String) -> CaseFuture| {
+            let url = url.to_owned();
+            Case::new(name, move |ctx| run(ctx, url.clone()))
+        };
+        vec![
+            case("postgres_transactional_scheduling", |c, u| {
+                Box::pin(transactional_scheduling(c, u))
+            }),
+            case("postgres_claim_uses_index", |c, u| {
+                Box::pin(claim_uses_index(c, u))
+            }),
+            case("postgres_concurrent_migrations", |c, u| {
+                Box::pin(concurrent_migrations(c, u))
+            }),
+            case("postgres_bulk_notifies_once", |c, u| {
+                Box::pin(bulk_notifies_once(c, u))
+            }),
+            case("postgres_listener_reconnects", |c, u| {
+                Box::pin(listener_reconnects(c, u))
+            }),
+            case("postgres_bad_connection", |c, u| {
+                Box::pin(bad_connection(c, u))
+            }),
+        ]
+    }
+
+    type CaseFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+    async fn open(ctx: &TestContext, url: &str) -> PostgresStore {
+        PostgresStore::builder()
+            .url(url)
+            .schema(ctx.namespace())
+            .max_connections(4)
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    /// A job scheduled in a transaction exists if and only if the transaction commits.
+    pub async fn transactional_scheduling(ctx: TestContext, url: String) {
+        let store = open(&ctx, &url).await;
+        let ran = Arc::new(AtomicUsize::new(0));
+        let counter = ran.clone();
+        let job = EventJob::new("in-tx", move |_: u32, _ctx: JobContext| {
+            let counter = counter.clone();
+            async move {
+                counter.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            }
+        });
+        let workers = start_workers(store.clone(), [job.definition()], fast_options())
+            .await
+            .unwrap();
+
+        let mut tx = store.pool().begin().await.unwrap();
+        let rolled_back = store
+            .schedule_in(&mut tx, job.new_job(&1, ScheduleOptions::now()).unwrap())
+            .await
+            .unwrap();
+        tx.rollback().await.unwrap();
+        assert!(
+            store.get_job(rolled_back.id()).await.unwrap().is_none(),
+            "rolled back: no job"
+        );
+
+        let mut tx = store.pool().begin().await.unwrap();
+        let committed = store
+            .schedule_in(&mut tx, job.new_job(&2, ScheduleOptions::now()).unwrap())
+            .await
+            .unwrap();
+        assert!(
+            store.get_job(committed.id()).await.unwrap().is_none(),
+            "invisible to others until the commit"
+        );
+        tx.commit().await.unwrap();
+        wait_until("the committed job to run", DEADLINE, || async {
+            store.get_job(committed.id()).await.unwrap().is_none()
+        })
+        .await;
+        workers.stop().await;
+        assert_eq!(ran.load(Ordering::SeqCst), 1, "only the committed job ran");
+    }
+
+    /// With many finished, failed and future jobs present, the claim reads the index of due
+    /// jobs and no table scan.
+    pub async fn claim_uses_index(ctx: TestContext, url: String) {
+        let store = open(&ctx, &url).await;
+        let s = format!("\"{}\"", ctx.namespace());
+        let mut conn = store.pool().acquire().await.unwrap();
+        for sql in [
+            format!(
+                "INSERT INTO {s}.jobs (name, kind, params, run_at, state)
+                 SELECT 'work', 'event', '{{}}', now() + interval '1 day' * g, 'scheduled'
+                 FROM generate_series(1, 30000) g"
+            ),
+            format!(
+                "INSERT INTO {s}.jobs (name, kind, params, run_at, state, last_error, expires_at)
+                 SELECT 'work', 'event', '{{}}', now(), 'failed', 'x', now() + interval '1 day'
+                 FROM generate_series(1, 20000) g"
+            ),
+            format!(
+                "INSERT INTO {s}.jobs (name, kind, params, run_at, state)
+                 SELECT 'work', 'event', '{{}}', now(), 'pending' FROM generate_series(1, 20000) g"
+            ),
+            format!("DELETE FROM {s}.jobs WHERE state = 'pending'"),
+            format!(
+                "INSERT INTO {s}.jobs (name, kind, params, run_at, state)
+                 SELECT 'work', 'event', '{{}}', now() - interval '1 second', 'pending'
+                 FROM generate_series(1, 50) g"
+            ),
+            format!("ANALYZE {s}.jobs"),
+        ] {
+            sqlx::query(&sql).execute(&mut *conn).await.unwrap();
+        }
+        let plan = store.explain_claim(&["work", "other"], 32).await.unwrap();
+        assert!(
+            plan.contains("jobs_claim"),
+            "the claim reads the claimable-rows index:\n{plan}"
+        );
+        assert!(!plan.contains("Seq Scan on jobs"), "no table scan:\n{plan}");
+        let claimed = store
+            .claim(&dogs_core::ClaimRequest::new(
+                ["work"],
+                Duration::from_secs(30),
+                100,
+            ))
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 50, "exactly the due jobs");
+    }
+
+    /// Many processes migrating one schema at once: all succeed, each migration applies once.
+    pub async fn concurrent_migrations(ctx: TestContext, url: String) {
+        let schema = ctx.namespace().to_owned();
+        let mut conn = open(&ctx, &url).await.pool().acquire().await.unwrap();
+        sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        let starts = (0..8).map(|_| {
+            let (url, schema) = (url.clone(), schema.clone());
+            tokio::spawn(async move {
+                PostgresStore::builder()
+                    .url(url)
+                    .schema(schema)
+                    .max_connections(1)
+                    .connect()
+                    .await
+            })
+        });
+        for started in futures::future::join_all(starts).await {
+            started
+                .unwrap()
+                .unwrap_or_else(|e| panic!("a concurrent migration failed: {e}"));
+        }
+        let versions: Vec<i32> =
+            sqlx::query_scalar(&format!("SELECT version FROM \"{schema}\".migrations"))
+                .fetch_all(&mut *conn)
+                .await
+                .unwrap();
+        assert_eq!(versions, vec![1]);
+        let store = open(&ctx, &url).await;
+        store.migrate().await.unwrap();
+        schedule_new(&store, NewJob::new("after", json!({}))).await;
+    }
+
+    /// A bulk insert of many due jobs sends one notification, not one per row.
+    pub async fn bulk_notifies_once(ctx: TestContext, url: String) {
+        let store = open(&ctx, &url).await;
+        let channel = format!("{}_wake", ctx.namespace());
+        let mut listener = PgListener::connect_with(store.pool()).await.unwrap();
+        listener.listen(&channel).await.unwrap();
+        let jobs = (0..200).map(|i| NewJob::new("bulk", json!(i))).collect();
+        for outcome in store.schedule_many(jobs).await.unwrap() {
+            outcome.unwrap();
+        }
+        sqlx::query("SELECT pg_notify($1, 'end')")
+            .bind(&channel)
+            .execute(store.pool())
+            .await
+            .unwrap();
+        let mut wake_ups = 0;
+        loop {
+            let note = tokio::time::timeout(DEADLINE, listener.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            if note.payload() == "end" {
+                break;
+            }
+            wake_ups += 1;
+        }
+        assert_eq!(wake_ups, 1, "one notification for the whole bulk insert");
+        assert_eq!(
+            store
+                .list_jobs(&JobQuery::name("bulk").limit(500))
+                .await
+                .unwrap()
+                .len(),
+            200
+        );
+    }
+
+    /// When the LISTEN connection is killed, the store reconnects and wake-ups work again.
+    pub async fn listener_reconnects(ctx: TestContext, url: String) {
+        let store = open(&ctx, &url).await;
+        let started = log::<u32>();
+        let recorder = started.clone();
+        let job = EventJob::new("wake", move |n: u32, _ctx: JobContext| {
+            let recorder = recorder.clone();
+            async move {
+                push(&recorder, n);
+                Ok(())
+            }
+        });
+        let options = WorkerOptions {
+            poll_interval: Duration::from_secs(60),
+            ..fast_options()
+        };
+        let workers = start_workers(store.clone(), [job.definition()], options)
+            .await
+            .unwrap();
+        let listen = format!("LISTEN \"{}_wake\"", ctx.namespace());
+        let listeners = |store: PostgresStore, listen: String| async move {
+            sqlx::query("SELECT pid FROM pg_stat_activity WHERE query LIKE $1 || '%'")
+                .bind(listen)
+                .fetch_all(store.pool())
+                .await
+                .unwrap()
+                .iter()
+                .map(|row| row.get::<i32, _>("pid"))
+                .collect::<Vec<i32>>()
+        };
+        let first = wait_for("the LISTEN connection", DEADLINE, || async {
+            listeners(store.clone(), listen.clone())
+                .await
+                .first()
+                .copied()
+        })
+        .await;
+        sqlx::query("SELECT pg_terminate_backend($1)")
+            .bind(first)
+            .execute(store.pool())
+            .await
+            .unwrap();
+        wait_until("a new LISTEN connection", DEADLINE, || async {
+            listeners(store.clone(), listen.clone())
+                .await
+                .iter()
+                .any(|pid| *pid != first)
+        })
+        .await;
+        let scheduled = tokio::time::Instant::now();
+        schedule_job(&store, &job, &7, ScheduleOptions::now())
+            .await
+            .unwrap();
+        wait_until("the job to start", Duration::from_secs(10), || async {
+            read(&started) == vec![7]
+        })
+        .await;
+        workers.stop().await;
+        assert!(
+            scheduled.elapsed() < Duration::from_secs(5),
+            "woken, not polled"
+        );
+    }
+
+    /// A URL that does not parse is `Config`; a server that cannot be reached is `Unavailable`,
+    /// naming the address and never the password.
+    pub async fn bad_connection(_ctx: TestContext, _url: String) {
+        let error = PostgresStore::connect("definitely not a url")
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Config, "{error}");
+        let error = PostgresStore::builder()
+            .url("postgres://app:hunter2secret@127.0.0.1:1/app")
+            .acquire_timeout(Duration::from_secs(2))
+            .connect()
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Unavailable, "{error}");
+        let shown = format!("{error} {error:?}");
+        assert!(
+            shown.contains("127.0.0.1:1"),
+            "the address is named: {shown}"
+        );
+        assert!(
+            !shown.contains("hunter2secret"),
+            "the password is not: {shown}"
+        );
+        let error = PostgresStore::builder()
+            .url("postgres://app@127.0.0.1/app")
+            .schema("Robert'); DROP TABLE jobs;--")
+            .connect()
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Config, "{error}");
+        let builder = PostgresStore::builder().url("postgres://app:hunter2secret@db/app");
+        assert!(!format!("{builder:?}").contains("hunter2secret"));
+    }
+}

@@ -43,6 +43,10 @@ pub(crate) async fn migrate(pool: &PgPool, schema: &str) -> Result<()> {
             continue;
         }
         let sql = sql
+            .replace(
+                "{claim_candidates}",
+                &crate::store::claim_candidates("p_names", "p_lock_ms", "p_limit", "v_now"),
+            )
             .replace("{schema}", schema)
             .replace("{channel}", &crate::store::channel(schema));
         tx.execute(sql.as_str())

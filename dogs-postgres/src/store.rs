@@ -56,6 +56,15 @@ pub(crate) fn channel(schema: &str) -> String {
     format!("{schema}_wake")
 }
 
+/// The claim's candidate query with its inputs named (the schema placeholder is left in).
+pub(crate) fn claim_candidates(names: &str, lock_ms: &str, limit: &str, now: &str) -> String {
+    include_str!("claim_candidates.sql")
+        .replace("{names}", names)
+        .replace("{lock_ms}", lock_ms)
+        .replace("{limit}", limit)
+        .replace("{now}", now)
+}
+
 /// `at` for the store: either an instant, or milliseconds after the server's now.
 fn run_at_binds(run_at: RunAt) -> (Option<DateTime<Utc>>, i64) {
     match run_at {
@@ -270,6 +279,23 @@ impl PostgresStore {
     /// The schema that holds dogs' tables.
     pub fn schema(&self) -> &str {
         &self.inner.schema
+    }
+
+    /// The plan PostgreSQL chooses now for the claim's candidate query (`EXPLAIN`), to check on
+    /// real data that claims read the `jobs_claim` index of due jobs only.
+    pub async fn explain_claim(&self, names: &[&str], limit: usize) -> Result<String> {
+        let query = claim_candidates("$1", "$2", "$3::int", "\"{schema}\".ms_now()")
+            .replace("{schema}", &self.inner.schema);
+        let lock_ms: Vec<i64> = vec![0; names.len()];
+        let mut conn = self.conn().await?;
+        let lines: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN {query}"))
+            .bind(names)
+            .bind(lock_ms)
+            .bind(i32::try_from(limit).unwrap_or(i32::MAX))
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(|e| db_error("explaining the claim", e))?;
+        Ok(lines.join("\n"))
     }
 
     /// Schedules an event job inside the caller's transaction: the job exists if and only if the

@@ -95,21 +95,8 @@ BEGIN
         ORDER BY s.locked_until LIMIT 10000 FOR UPDATE SKIP LOCKED);
 
     RETURN QUERY
-    WITH wanted AS (
-        SELECT w.name, w.lock_ms FROM unnest(p_names, p_lock_ms) AS w(name, lock_ms)
-    ), picked AS (
-        SELECT c.id, w.lock_ms, (c.lease_token IS NOT NULL OR c.demoted) AS stale
-        FROM wanted w
-        CROSS JOIN LATERAL (
-            SELECT s.id, s.lease_token, s.demoted, s.priority, s.run_at
-            FROM "{schema}".jobs s
-            WHERE s.name = w.name AND s.state = 'pending' AND s.run_at <= v_now
-            ORDER BY s.demoted, s.priority DESC, s.run_at, s.id
-            LIMIT p_limit
-            FOR UPDATE SKIP LOCKED
-        ) c
-        ORDER BY c.demoted, c.priority DESC, c.run_at, c.id
-        LIMIT p_limit
+    WITH picked AS (
+{claim_candidates}
     )
     UPDATE "{schema}".jobs j SET
         state = 'running',
