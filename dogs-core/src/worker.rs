@@ -64,6 +64,9 @@ pub struct WorkerOptions {
     pub worker_id: Option<String>,
     /// Called once when an event job is failed for good after `max_tries` executions.
     pub on_max_tries: Option<OnMaxTries>,
+    /// How often this worker set asks the store to remove expired failed jobs and execution
+    /// records (default every minute); `None` leaves pruning to the store or to you.
+    pub prune_interval: Option<Duration>,
 }
 
 impl Default for WorkerOptions {
@@ -78,6 +81,7 @@ impl Default for WorkerOptions {
             failed_retention: Duration::from_secs(7 * 24 * 3600),
             worker_id: None,
             on_max_tries: None,
+            prune_interval: Some(Duration::from_secs(60)),
         }
     }
 }
@@ -94,6 +98,7 @@ impl fmt::Debug for WorkerOptions {
             .field("failed_retention", &self.failed_retention)
             .field("worker_id", &self.worker_id)
             .field("on_max_tries", &self.on_max_tries.is_some())
+            .field("prune_interval", &self.prune_interval)
             .finish()
     }
 }
@@ -109,6 +114,9 @@ impl WorkerOptions {
         }
         if self.poll_interval.is_zero() {
             return Err(Error::config("poll_interval must be longer than zero"));
+        }
+        if self.prune_interval.is_some_and(|d| d.is_zero()) {
+            return Err(Error::config("prune_interval must be longer than zero"));
         }
         Ok(())
     }
@@ -181,6 +189,9 @@ where
         worker_id,
         options,
     });
+    if let Some(interval) = shared.options.prune_interval {
+        tokio::spawn(prune(Arc::clone(&shared), interval));
+    }
     let dispatcher = tokio::spawn(dispatch(Arc::clone(&shared)));
     Ok(Workers {
         shared,
@@ -357,6 +368,27 @@ async fn dispatch(shared: Arc<Shared>) {
                 _ = tokio::time::sleep(shared.options.poll_interval) => {}
                 _ = wait_for_wakeup => {}
             }
+        }
+    }
+}
+
+/// Removes expired failed jobs and execution records every `interval`, until the set stops.
+async fn prune(shared: Arc<Shared>, interval: Duration) {
+    loop {
+        tokio::select! {
+            _ = shared.stop_claiming.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        match shared.store.prune().await {
+            Ok(report) if report.jobs + report.executions > 0 => {
+                debug!(
+                    jobs = report.jobs,
+                    executions = report.executions,
+                    "pruned expired records"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "pruning expired records failed"),
         }
     }
 }
