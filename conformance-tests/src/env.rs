@@ -46,11 +46,15 @@ impl Server {
     fn image(self) -> (GenericImage, u16, Vec<(&'static str, &'static str)>) {
         match self {
             Server::Postgres => (
-                GenericImage::new("postgres", "17-alpine").with_wait_for(
-                    WaitFor::message_on_stdout(
-                        "PostgreSQL init process complete; ready for start up",
-                    ),
-                ),
+                // The image's first server (during initialisation) logs to stdout, the final
+                // one to stderr: both must be ready.
+                GenericImage::new("postgres", "17-alpine")
+                    .with_wait_for(WaitFor::message_on_stdout(
+                        "database system is ready to accept connections",
+                    ))
+                    .with_wait_for(WaitFor::message_on_stderr(
+                        "database system is ready to accept connections",
+                    )),
                 5432,
                 vec![("POSTGRES_HOST_AUTH_METHOD", "trust")],
             ),
