@@ -13,6 +13,7 @@ pub mod env;
 pub mod harness;
 pub mod memory;
 pub mod postgres;
+pub mod redis;
 pub mod store_suite;
 pub mod support;
 pub mod worker_suite;

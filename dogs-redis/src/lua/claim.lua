@@ -1,0 +1,67 @@
+-- Leases up to `limit` due jobs of the given names. ARGV: prefix, limit, worker id, token base,
+-- then pairs of job name and lease time (ms).
+-- First makes due scheduled jobs pending and reclaims leases that ran out (demoted: their
+-- execution went stale). Reads only what is due: far-future and failed jobs cost nothing.
+-- Returns: now, the number of commands run, then one JSON object per leased job, in claim order.
+local now = now_ms()
+
+local due = call('ZRANGEBYSCORE', key('scheduled'), '-inf', now, 'LIMIT', 0, 1000)
+for _, id in ipairs(due) do
+  call('ZREM', key('scheduled'), id)
+  local job = load(id)
+  if job then
+    job.state = 'pending'
+    put(id, { state = 'pending' })
+    index(id, job)
+  end
+end
+
+local expired = call('ZRANGEBYSCORE', key('leases'), '-inf', now, 'LIMIT', 0, 1000)
+for _, id in ipairs(expired) do
+  call('ZREM', key('leases'), id)
+  local job = load(id)
+  if job then
+    job.state = 'pending'
+    job.demoted = '1'
+    put(id, { state = 'pending', demoted = '1' })
+    index(id, job)
+  end
+end
+
+local limit = tonumber(ARGV[2])
+local candidates = {}
+for i = 5, #ARGV, 2 do
+  local name, lock_ms = ARGV[i], tonumber(ARGV[i + 1])
+  for _, member in ipairs(call('ZRANGE', key('ready', name), 0, limit - 1)) do
+    candidates[#candidates + 1] = { member, name, lock_ms }
+  end
+end
+table.sort(candidates, function(a, b) return a[1] < b[1] end)
+
+local out = { now, 0 }
+for i = 1, math.min(limit, #candidates) do
+  local member, name, lock_ms = candidates[i][1], candidates[i][2], candidates[i][3]
+  local id = tostring(tonumber(string.sub(member, -20)))
+  call('ZREM', key('ready', name), member)
+  local job = load(id)
+  if job then
+    local was_stale = (job.token ~= nil) or (job.demoted == '1')
+    local token = ARGV[4] .. ':' .. id
+    local tries = tonumber(job.tries) + 1
+    local locked_until = now + lock_ms
+    put(id, {
+      state = 'running', tries = tries, demoted = '0', token = token,
+      locked_until = locked_until, locked_by = ARGV[3],
+    })
+    call('ZADD', key('leases'), locked_until, id)
+    out[#out + 1] = cjson.encode({
+      id = id, name = job.name, kind = job.kind, params = job.params,
+      priority = job.priority, run_at = tostring(job.run_at), uid = job.uid,
+      tries = tostring(tries), token = token, locked_until = tostring(locked_until),
+      locked_by = ARGV[3], schedule_key = job.schedule_key, created_at = job.created_at,
+      was_stale = was_stale,
+    })
+  end
+end
+out[2] = calls
+return out

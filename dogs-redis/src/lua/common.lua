@@ -1,0 +1,156 @@
+-- Shared by every dogs script (prepended to each). ARGV[1] is the key prefix with its hash tag,
+-- such as "{dogs}": every key of one prefix lives in one cluster slot.
+--
+-- Keys (P = prefix):
+--   P:seq               counter of job ids (scheduling order)
+--   P:job:<id>          hash: one job
+--   P:jobs              zset of every job id (score = id)
+--   P:byname:<name>     zset of the job ids of one name
+--   P:scheduled         zset: pending jobs whose run time was ahead, score = run time (ms)
+--   P:ready:<name>      zset of due jobs of one name, all scores 0, members in claim order
+--   P:leases            zset: leased jobs, score = lease end (ms)
+--   P:failed            zset: failed jobs, score = end of retention (ms)
+--   P:unique            hash: "<len>:<name><unique id>" -> id of the live job
+--   P:recurrent         hash: name -> id of the recurrent job
+--   P:exec:<id>         hash: one execution record (json, name)
+--   P:execs:<name>      zset of the execution ids of one name, score = start (ms)
+--   P:exec_expiry       zset of execution ids, score = expiry (ms)
+--   P:wake              pub/sub channel: a job became due
+local P = ARGV[1]
+local calls = 0
+
+local function call(...)
+  calls = calls + 1
+  return redis.call(...)
+end
+
+local function key(...)
+  return P .. ':' .. table.concat({...}, ':')
+end
+
+-- The server's clock, in milliseconds.
+local function now_ms()
+  local t = call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function unique_field(name, unique)
+  return string.len(name) .. ':' .. name .. unique
+end
+
+-- Members of a ready set sort as the claim order: not demoted first, then priority (higher
+-- first), run time, id.
+local function ready_member(job, id)
+  local run_at = math.max(0, tonumber(job.run_at))
+  return (job.demoted == '1' and '1' or '0') .. ':'
+    .. string.format('%010d', 2147483647 - tonumber(job.priority)) .. ':'
+    .. string.format('%015d', run_at) .. ':'
+    .. string.format('%020d', tonumber(id))
+end
+
+local function load(id)
+  local fields = call('HGETALL', key('job', id))
+  if #fields == 0 then
+    return nil
+  end
+  local job = {}
+  for i = 1, #fields, 2 do
+    job[fields[i]] = fields[i + 1]
+  end
+  return job
+end
+
+-- Takes a job out of the index its state names.
+local function unindex(id, job)
+  if job.state == 'scheduled' then
+    call('ZREM', key('scheduled'), id)
+  elseif job.state == 'pending' then
+    call('ZREM', key('ready', job.name), ready_member(job, id))
+  elseif job.state == 'running' then
+    call('ZREM', key('leases'), id)
+  elseif job.state == 'failed' then
+    call('ZREM', key('failed'), id)
+  end
+end
+
+-- Puts a job into the index its state names; true when it is due now.
+local function index(id, job)
+  if job.state == 'scheduled' then
+    call('ZADD', key('scheduled'), job.run_at, id)
+  elseif job.state == 'pending' then
+    call('ZADD', key('ready', job.name), 0, ready_member(job, id))
+    return true
+  elseif job.state == 'running' then
+    call('ZADD', key('leases'), job.locked_until, id)
+  elseif job.state == 'failed' then
+    call('ZADD', key('failed'), job.expires_at, id)
+  end
+  return false
+end
+
+-- Writes the given fields of a job.
+local function put(id, fields)
+  local args = {}
+  for field, value in pairs(fields) do
+    args[#args + 1] = field
+    args[#args + 1] = tostring(value)
+  end
+  if #args > 0 then
+    call('HSET', key('job', id), unpack(args))
+  end
+end
+
+local function pending_or_scheduled(run_at, now)
+  if tonumber(run_at) <= now then
+    return 'pending'
+  end
+  return 'scheduled'
+end
+
+local function free_unique(id, job)
+  if job.uid then
+    local field = unique_field(job.name, job.uid)
+    if call('HGET', key('unique'), field) == id then
+      call('HDEL', key('unique'), field)
+    end
+  end
+end
+
+local function delete_job(id, job)
+  unindex(id, job)
+  free_unique(id, job)
+  call('DEL', key('job', id))
+  call('ZREM', key('jobs'), id)
+  call('ZREM', key('byname', job.name), id)
+  if job.kind == 'recurrent' and call('HGET', key('recurrent'), job.name) == id then
+    call('HDEL', key('recurrent'), job.name)
+  end
+end
+
+local function wake()
+  call('PUBLISH', key('wake'), '')
+end
+
+-- Removes up to `limit` execution records past their expiry; returns how many.
+local function prune_executions(now, limit)
+  local expired = call('ZRANGEBYSCORE', key('exec_expiry'), '-inf', now, 'LIMIT', 0, limit)
+  for _, exec_id in ipairs(expired) do
+    local name = call('HGET', key('exec', exec_id), 'name')
+    if name then
+      call('ZREM', key('execs', name), exec_id)
+    end
+    call('DEL', key('exec', exec_id))
+    call('ZREM', key('exec_expiry'), exec_id)
+  end
+  return #expired
+end
+
+-- Stores an execution record once per execution id.
+local function record_execution(exec_id, name, json, started, expires, now)
+  if call('HSETNX', key('exec', exec_id), 'json', json) == 1 then
+    call('HSET', key('exec', exec_id), 'name', name)
+    call('ZADD', key('execs', name), started, exec_id)
+    call('ZADD', key('exec_expiry'), expires, exec_id)
+  end
+  prune_executions(now, 20)
+end
