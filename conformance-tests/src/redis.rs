@@ -71,3 +71,278 @@ impl Backend for RedisBackend {
         }
     }
 }
+
+/// What only Redis needs shown, run with the suite on the same server: each case opens its own
+/// [`RedisStore`] with the case's namespace as its prefix.
+pub mod specific {
+    use std::time::Duration;
+
+    use dogs_core::prelude::*;
+    use dogs_core::{ClaimRequest, Completion, ErrorKind, JobStore, NewJob, RunAt};
+    use dogs_redis::redis;
+    use dogs_redis::RedisStore;
+    use serde_json::json;
+
+    use crate::harness::{Case, TestContext};
+    use crate::support::*;
+
+    type CaseFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+    /// The Redis-only cases, for the server at `url`.
+    pub fn cases(url: &str) -> Vec<Case> {
+        let case = |name: &'static str, run: fn(TestContext, String) -> CaseFuture| {
+            let url = url.to_owned();
+            Case::new(name, move |ctx| run(ctx, url.clone()))
+        };
+        vec![
+            case("redis_claim_cost_is_flat", |c, u| {
+                Box::pin(claim_cost_is_flat(c, u))
+            }),
+            case("redis_keys_share_one_slot", |c, u| {
+                Box::pin(keys_share_one_slot(c, u))
+            }),
+            case("redis_subscriber_reconnects", |c, u| {
+                Box::pin(subscriber_reconnects(c, u))
+            }),
+            case("redis_bad_connection", |c, u| {
+                Box::pin(bad_connection(c, u))
+            }),
+        ]
+    }
+
+    async fn open(ctx: &TestContext, url: &str) -> RedisStore {
+        RedisStore::builder()
+            .url(url)
+            .prefix(ctx.namespace())
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    /// Schedules `due` jobs due now and claims 5, returning the claim's command count.
+    async fn claim_cost(store: &RedisStore, due: usize) -> u64 {
+        let jobs = (0..due).map(|i| NewJob::new("work", json!(i))).collect();
+        for outcome in store.schedule_many(jobs).await.unwrap() {
+            outcome.unwrap();
+        }
+        let claimed = store
+            .claim(&ClaimRequest::new(
+                ["work", "other"],
+                Duration::from_secs(30),
+                5,
+            ))
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 5);
+        let cost = store.last_claim_commands();
+        for job in claimed {
+            store
+                .complete(&job.lease, Completion::Remove)
+                .await
+                .unwrap();
+        }
+        cost
+    }
+
+    /// A claim runs the same number of commands with 100,000 future and 1,000 failed jobs
+    /// present as with none.
+    pub async fn claim_cost_is_flat(ctx: TestContext, url: String) {
+        let store = open(&ctx, &url).await;
+        let empty = claim_cost(&store, 10).await;
+        // The 5 left from the first round are claimed now; measure with fresh ones.
+        let _ = store
+            .claim(&ClaimRequest::new(["work"], Duration::from_secs(30), 100))
+            .await
+            .unwrap();
+
+        let future: Vec<NewJob> = (0..100_000)
+            .map(|i| {
+                NewJob::new("work", json!(i))
+                    .run_at(RunAt::In(Duration::from_secs(3600 + i)))
+                    .priority(if i % 2 == 0 { 100 } else { 1 })
+            })
+            .collect();
+        for outcome in store.schedule_many(future).await.unwrap() {
+            outcome.unwrap();
+        }
+        for _ in 0..1000 {
+            store
+                .schedule(NewJob::new("doomed", json!({})))
+                .await
+                .unwrap();
+        }
+        let doomed = store
+            .claim(&ClaimRequest::new(
+                ["doomed"],
+                Duration::from_secs(30),
+                1000,
+            ))
+            .await
+            .unwrap();
+        for job in doomed {
+            let fail = Completion::Fail {
+                error: "x".into(),
+                retain_for: Duration::from_secs(3600),
+            };
+            store.complete(&job.lease, fail).await.unwrap();
+        }
+        let deep = claim_cost(&store, 10).await;
+        assert_eq!(
+            deep, empty,
+            "a claim costs {deep} commands with a deep queue, {empty} without"
+        );
+    }
+
+    /// Every key of a store carries its prefix's hash tag, so a cluster keeps them in one slot.
+    pub async fn keys_share_one_slot(ctx: TestContext, url: String) {
+        let store = open(&ctx, &url).await;
+        let job = EventJob::new("tagged", |_: (), _ctx: JobContext| async move { Ok(()) });
+        let recurrent = RecurrentJob::new("tick", |_ctx: JobContext| async move { Ok(()) })
+            .run_every(Duration::from_secs(60));
+        let workers = start_workers(
+            store.clone(),
+            [job.definition(), recurrent.into()],
+            fast_options(),
+        )
+        .await
+        .unwrap();
+        let done = schedule_job(
+            &store,
+            &job,
+            &(),
+            ScheduleOptions::now().unique_identifier("u"),
+        )
+        .await
+        .unwrap();
+        schedule_job(
+            &store,
+            &job,
+            &(),
+            ScheduleOptions::run_in(Duration::from_secs(600)),
+        )
+        .await
+        .unwrap();
+        wait_until("the job to run", DEADLINE, || async {
+            store.get_job(done.id()).await.unwrap().is_none()
+        })
+        .await;
+        workers.stop().await;
+
+        let client = redis::Client::open(url.as_str()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("*{}*", ctx.namespace()))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(
+            keys.len() >= 8,
+            "jobs, indexes and executions were written: {keys:?}"
+        );
+        let tag = format!("{{{}}}:", ctx.namespace());
+        for key in &keys {
+            assert!(
+                key.starts_with(&tag),
+                "{key} does not start with the hash tag {tag}"
+            );
+        }
+        assert_eq!(store.key_prefix(), format!("{{{}}}", ctx.namespace()));
+    }
+
+    /// When the pub/sub connection is killed, the store subscribes again and wake-ups work.
+    pub async fn subscriber_reconnects(ctx: TestContext, url: String) {
+        let store = open(&ctx, &url).await;
+        let started = log::<u32>();
+        let recorder = started.clone();
+        let job = EventJob::new("wake", move |n: u32, _ctx: JobContext| {
+            let recorder = recorder.clone();
+            async move {
+                push(&recorder, n);
+                Ok(())
+            }
+        });
+        let options = WorkerOptions {
+            poll_interval: Duration::from_secs(60),
+            ..fast_options()
+        };
+        let workers = start_workers(store.clone(), [job.definition()], options)
+            .await
+            .unwrap();
+        let client = redis::Client::open(url.as_str()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let channel = format!("{{{}}}:wake", ctx.namespace());
+        let subscribers = |mut conn: redis::aio::MultiplexedConnection, channel: String| async move {
+            let counts: Vec<(String, i64)> = redis::cmd("PUBSUB")
+                .arg("NUMSUB")
+                .arg(&channel)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            counts.first().map(|(_, n)| *n).unwrap_or(0)
+        };
+        wait_until("the subscription", DEADLINE, || async {
+            subscribers(conn.clone(), channel.clone()).await == 1
+        })
+        .await;
+        // Kills every subscriber of the server; the others reconnect just as this one must.
+        let killed: i64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("pubsub")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(killed >= 1);
+        wait_until("a new subscription", DEADLINE, || async {
+            subscribers(conn.clone(), channel.clone()).await == 1
+        })
+        .await;
+        let scheduled = tokio::time::Instant::now();
+        schedule_job(&store, &job, &7, ScheduleOptions::now())
+            .await
+            .unwrap();
+        wait_until("the job to start", Duration::from_secs(10), || async {
+            read(&started) == vec![7]
+        })
+        .await;
+        workers.stop().await;
+        assert!(
+            scheduled.elapsed() < Duration::from_secs(5),
+            "woken, not polled"
+        );
+    }
+
+    /// A URL that does not parse is `Config`; a server that cannot be reached is `Unavailable`,
+    /// naming the address and never the password.
+    pub async fn bad_connection(_ctx: TestContext, _url: String) {
+        let error = RedisStore::connect("definitely not a url")
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Config, "{error}");
+        let error = RedisStore::builder()
+            .url("redis://:hunter2secret@127.0.0.1:1/0")
+            .response_timeout(Duration::from_secs(1))
+            .connect()
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Unavailable, "{error}");
+        let shown = format!("{error} {error:?}");
+        assert!(
+            shown.contains("127.0.0.1:1"),
+            "the address is named: {shown}"
+        );
+        assert!(
+            !shown.contains("hunter2secret"),
+            "the password is not: {shown}"
+        );
+        let error = RedisStore::builder()
+            .url("redis://127.0.0.1")
+            .prefix("a{b}")
+            .connect()
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Config);
+        let builder = RedisStore::builder().url("redis://:hunter2secret@cache/0");
+        assert!(!format!("{builder:?}").contains("hunter2secret"));
+    }
+}

@@ -19,7 +19,7 @@ pub use definition::{
     ErrorAction, EventJob, ExecutionFailure, HandlerError, JobDefinition, JobHandler, JobOptions,
     OnError, OnStale, RecurrentJob, DEFAULT_MAX_TRIES, DEFAULT_SAVE_EXECUTIONS_FOR,
 };
-pub use error::{Error, ErrorKind, Result};
+pub use error::{redact_url, Error, ErrorKind, Result};
 pub use execution::{Execution, ExecutionQuery, ExecutionStatus};
 pub use job::{
     add_duration, params_size, truncate_millis, validate_name, Job, JobCounts, JobId, JobKind,

@@ -54,7 +54,7 @@ pub(crate) enum Source {
 impl fmt::Debug for PostgresStoreBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let source = match &self.source {
-            Some(Source::Url(url)) => redact(url),
+            Some(Source::Url(url)) => dogs_core::redact_url(url),
             Some(Source::Pool(_)) => "an existing pool".to_owned(),
             None => "none".to_owned(),
         };
@@ -139,8 +139,11 @@ impl PostgresStoreBuilder {
             Some(Source::Pool(pool)) => pool.clone(),
             Some(Source::Url(url)) => {
                 let options = PgConnectOptions::from_str(url).map_err(|e| {
-                    Error::config(format!("the PostgreSQL URL {} does not parse", redact(url)))
-                        .with_source(e)
+                    Error::config(format!(
+                        "the PostgreSQL URL {} does not parse",
+                        dogs_core::redact_url(url)
+                    ))
+                    .with_source(e)
                 })?;
                 let address = format!("{}:{}", options.get_host(), options.get_port());
                 PgPoolOptions::new()
@@ -182,43 +185,9 @@ pub(crate) fn validate_schema(schema: &str) -> Result<()> {
     Ok(())
 }
 
-/// The URL with its password replaced by `***`, for messages.
-pub(crate) fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return "(not a URL)".to_owned();
-    };
-    let (authority, path) = match rest.find(['/', '?']) {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    match authority.rsplit_once('@') {
-        Some((credentials, host)) => {
-            let user = credentials.split(':').next().unwrap_or_default();
-            let hidden = if credentials.contains(':') {
-                ":***"
-            } else {
-                ""
-            };
-            format!("{scheme}://{user}{hidden}@{host}{path}")
-        }
-        None => url.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn redact_hides_only_the_password() {
-        assert_eq!(
-            redact("postgres://app:s3cret@db:5432/app?sslmode=require"),
-            "postgres://app:***@db:5432/app?sslmode=require"
-        );
-        assert_eq!(redact("postgres://app@db/app"), "postgres://app@db/app");
-        assert_eq!(redact("postgres://db"), "postgres://db");
-        assert_eq!(redact("nonsense"), "(not a URL)");
-    }
 
     #[test]
     fn schema_names_are_plain_identifiers() {

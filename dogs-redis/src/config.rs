@@ -41,7 +41,7 @@ pub struct RedisStoreBuilder {
 impl fmt::Debug for RedisStoreBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisStoreBuilder")
-            .field("url", &self.url.as_deref().map(redact))
+            .field("url", &self.url.as_deref().map(dogs_core::redact_url))
             .field("client", &self.client.is_some())
             .field("connection", &self.connection.is_some())
             .field("prefix", &self.prefix)
@@ -111,8 +111,11 @@ impl RedisStoreBuilder {
         let client = match (&self.client, &self.url) {
             (Some(client), _) => Some(client.clone()),
             (None, Some(url)) => Some(redis::Client::open(url.as_str()).map_err(|e| {
-                Error::config(format!("the Redis URL {} does not parse", redact(url)))
-                    .with_source(e)
+                Error::config(format!(
+                    "the Redis URL {} does not parse",
+                    dogs_core::redact_url(url)
+                ))
+                .with_source(e)
             })?),
             (None, None) => None,
         };
@@ -158,27 +161,4 @@ fn validate_prefix(prefix: &str) -> Result<()> {
         )));
     }
     Ok(())
-}
-
-/// The URL with its password replaced by `***`, for messages.
-pub(crate) fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return "(not a URL)".to_owned();
-    };
-    let (authority, path) = match rest.find(['/', '?']) {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    match authority.rsplit_once('@') {
-        Some((credentials, host)) => {
-            let user = credentials.split(':').next().unwrap_or_default();
-            let hidden = if credentials.contains(':') {
-                ":***"
-            } else {
-                ""
-            };
-            format!("{scheme}://{user}{hidden}@{host}{path}")
-        }
-        None => url.to_owned(),
-    }
 }
