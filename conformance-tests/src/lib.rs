@@ -12,6 +12,7 @@ pub mod bad_input;
 pub mod env;
 pub mod harness;
 pub mod memory;
+pub mod mongo;
 pub mod postgres;
 pub mod redis;
 pub mod store_suite;

@@ -1,0 +1,48 @@
+//! How MongoDB driver errors become dogs errors: the kind says what a caller can do about it.
+
+use dogs_core::{Error, ErrorKind};
+use mongodb::error::{ErrorKind as MongoKind, WriteFailure};
+
+/// MongoDB's duplicate key error.
+pub(crate) const DUPLICATE_KEY: i32 = 11000;
+
+/// The server code of a command or write error, if it has one.
+pub(crate) fn code(error: &mongodb::error::Error) -> Option<i32> {
+    match error.kind.as_ref() {
+        MongoKind::Command(e) => Some(e.code),
+        MongoKind::Write(WriteFailure::WriteError(e)) => Some(e.code),
+        MongoKind::Write(WriteFailure::WriteConcernError(e)) => Some(e.code),
+        _ => None,
+    }
+}
+
+/// Maps a driver error met while doing `what` to a dogs error of the right kind.
+///
+/// Network errors, server selection time-outs and cleared pools are `Unavailable` (retrying later
+/// may succeed); a document over the server's size limit is `TooLarge`; everything else is
+/// `Backend`.
+pub(crate) fn mongo_error(what: &str, error: mongodb::error::Error) -> Error {
+    let kind = match error.kind.as_ref() {
+        MongoKind::Io(_)
+        | MongoKind::ServerSelection { .. }
+        | MongoKind::ConnectionPoolCleared { .. }
+        | MongoKind::DnsResolve { .. } => ErrorKind::Unavailable,
+        MongoKind::InvalidArgument { .. } => ErrorKind::InvalidInput,
+        MongoKind::Authentication { .. } => ErrorKind::Config,
+        MongoKind::BsonSerialization(_) => ErrorKind::Serialization,
+        _ => match code(&error) {
+            // BSONObjectTooLarge, and a document over the 16 MiB limit
+            Some(10334 | 17419 | 2) if error.to_string().contains("too large") => {
+                ErrorKind::TooLarge
+            }
+            _ if error.to_string().contains("too large") => ErrorKind::TooLarge,
+            _ => ErrorKind::Backend,
+        },
+    };
+    Error::new(kind, format!("MongoDB: {what} failed")).with_source(error)
+}
+
+/// A stored document that does not have the fields dogs writes.
+pub(crate) fn corrupt(what: &str) -> Error {
+    Error::new(ErrorKind::Corrupt, format!("MongoDB: {what}"))
+}

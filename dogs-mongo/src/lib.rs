@@ -1,0 +1,15 @@
+#![doc = include_str!("../README.md")]
+
+mod config;
+mod error;
+mod store;
+mod watcher;
+
+pub use config::{
+    MongoStoreBuilder, DEFAULT_DATABASE, DEFAULT_EXECUTIONS_COLLECTION, DEFAULT_JOBS_COLLECTION,
+    DEFAULT_MAX_PARAMS_BYTES,
+};
+pub use store::MongoStore;
+
+/// The MongoDB driver this store is built on, for databases handed to it.
+pub use mongodb;
