@@ -155,13 +155,21 @@ pub fn find_server(server: Server) -> Result<ServerHandle, String> {
         for (name, value) in env {
             request = request.with_env_var(name, value);
         }
+        if server == Server::Mongo {
+            // A one-member replica set, so change streams (wake-ups) work as in production.
+            request = request.with_cmd(["--replSet", "rs0", "--bind_ip_all"]);
+        }
         let container = request.start().await.map_err(|e| e.to_string())?;
         let host = container.get_host().await.map_err(|e| e.to_string())?;
         let mapped = container
             .get_host_port_ipv4(port)
             .await
             .map_err(|e| e.to_string())?;
-        Ok::<_, String>((container, server.url(&host.to_string(), mapped)))
+        let url = server.url(&host.to_string(), mapped);
+        if server == Server::Mongo {
+            initiate_replica_set(&url).await?;
+        }
+        Ok::<_, String>((container, url))
     });
     match container {
         Ok((container, url)) => Ok(ServerHandle {
@@ -192,4 +200,34 @@ pub fn namespace(test_name: &str) -> String {
         .collect();
     name.insert_str(0, "dogs_t_");
     format!("{name}_{:08x}", fastrand::u32(..))
+}
+
+/// Makes a fresh `mongod --replSet rs0` a one-member replica set and waits until it is primary.
+async fn initiate_replica_set(url: &str) -> Result<(), String> {
+    use dogs_mongo::mongodb::bson::doc;
+    let client = dogs_mongo::mongodb::Client::with_uri_str(url)
+        .await
+        .map_err(|e| e.to_string())?;
+    let admin = client.database("admin");
+    admin
+        .run_command(doc! { "replSetInitiate": {
+            "_id": "rs0",
+            "members": [{ "_id": 0, "host": "localhost:27017" }],
+        } })
+        .await
+        .map_err(|e| format!("replSetInitiate failed: {e}"))?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let hello = admin
+            .run_command(doc! { "hello": 1 })
+            .await
+            .map_err(|e| e.to_string())?;
+        if hello.get_bool("isWritablePrimary").unwrap_or(false) {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err("the replica set did not elect a primary within 60 s".to_owned());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }
