@@ -639,6 +639,75 @@ pub async fn fencing(ctx: TestContext) {
         store.complete(&new.lease, Completion::Remove).await,
         "complete of a removed job",
     );
+
+    // A batch of outcomes is fenced entry by entry: the lost lease changes nothing, the others
+    // apply, with their records.
+    let ids = [
+        schedule_new(&*store, NewJob::new("fenced", json!(1))).await,
+        schedule_new(&*store, NewJob::new("fenced", json!(2))).await,
+    ];
+    let leases: Vec<dogs_core::Lease> = claim(&*store, "fenced", LEASE, 2)
+        .await
+        .into_iter()
+        .map(|c| c.lease)
+        .collect();
+    let now = store_now(&*store).await;
+    let finish = |lease: &dogs_core::Lease, n: usize, completion| dogs_core::Finish {
+        lease: lease.clone(),
+        completion,
+        execution: Some(execution(
+            &lease.job_id,
+            "fenced",
+            &format!("batch-{n}"),
+            ExecutionStatus::Success,
+            now,
+        )),
+    };
+    let outcomes = store
+        .finish_many(vec![
+            finish(&leases[0], 0, Completion::Remove),
+            finish(&old.lease, 1, Completion::Remove),
+            finish(
+                &leases[1],
+                2,
+                Completion::Reschedule {
+                    run_at: RunAt::Now,
+                    priority: None,
+                    reset_tries: false,
+                },
+            ),
+        ])
+        .await
+        .unwrap();
+    let kinds: Vec<Option<ErrorKind>> = outcomes
+        .into_iter()
+        .map(|o| o.err().map(|e| e.kind()))
+        .collect();
+    assert_eq!(kinds, vec![None, Some(ErrorKind::LockLost), None]);
+    assert!(store.get_job(&leases[0].job_id).await.unwrap().is_none());
+    assert_eq!(
+        store
+            .get_job(&leases[1].job_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        JobState::Pending
+    );
+    let recorded: Vec<String> = store
+        .executions(&ExecutionQuery::name("fenced"))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.execution_id)
+        .collect();
+    assert_eq!(
+        recorded.len(),
+        2,
+        "records of the applied entries only: {recorded:?}"
+    );
+    assert!(!recorded.contains(&"batch-1".to_owned()));
+    assert!(ids.contains(&leases[0].job_id) && ids.contains(&leases[1].job_id));
 }
 
 /// S-extend-lease

@@ -150,3 +150,14 @@ pub enum Completion {
     /// can claim the job at once, and give back the try this claim counted.
     Release,
 }
+
+/// One claimed job's end, as handed to [`JobStore::finish_many`](crate::JobStore::finish_many).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finish {
+    /// The job's lease.
+    pub lease: Lease,
+    /// How it ends.
+    pub completion: Completion,
+    /// Its execution record, if one is kept.
+    pub execution: Option<crate::Execution>,
+}

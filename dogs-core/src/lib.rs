@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod claim;
+mod completer;
 mod context;
 mod definition;
 mod error;
@@ -13,7 +14,7 @@ mod store;
 mod wakeup;
 mod worker;
 
-pub use claim::{ClaimName, ClaimRequest, ClaimedJob, Completion, Lease, LeaseToken};
+pub use claim::{ClaimName, ClaimRequest, ClaimedJob, Completion, Finish, Lease, LeaseToken};
 pub use context::JobContext;
 pub use definition::{
     ErrorAction, EventJob, ExecutionFailure, HandlerError, JobDefinition, JobHandler, JobOptions,

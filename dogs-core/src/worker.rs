@@ -13,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info_span, warn, Instrument};
 
-use crate::claim::{ClaimName, ClaimRequest, ClaimedJob, Completion};
+use crate::claim::{ClaimName, ClaimRequest, ClaimedJob, Completion, Finish};
+use crate::completer::Completer;
 use crate::context::{JobContext, LeaseKeeper};
 use crate::definition::{DefinitionKind, ErrorAction, ExecutionFailure, JobDefinition, RunOutcome};
 use crate::error::{Error, ErrorKind, Result};
@@ -175,6 +176,7 @@ where
     names.sort_by(|a, b| a.name.cmp(&b.name));
 
     let shared = Arc::new(Shared {
+        completer: Completer::start(Arc::clone(&store)),
         claim: ClaimRequest {
             names,
             limit: options.workers_count,
@@ -292,6 +294,7 @@ impl Drop for Workers {
 
 struct Shared {
     store: Arc<dyn JobStore>,
+    completer: Completer,
     definitions: HashMap<String, Arc<JobDefinition>>,
     claim: ClaimRequest,
     slots: Arc<Semaphore>,
@@ -658,14 +661,14 @@ impl Finisher<'_> {
     /// Saves the outcome, retrying a store that is briefly unavailable a few times; after that
     /// the lease runs out and the job runs again.
     async fn save(&self, completion: &Completion, record: Option<&Execution>) -> Result<()> {
+        let finish = || Finish {
+            lease: self.claimed.lease.clone(),
+            completion: completion.clone(),
+            execution: record.cloned(),
+        };
         let mut pause = Duration::from_millis(100);
         for _ in 0..3 {
-            match self
-                .shared
-                .store
-                .finish(&self.claimed.lease, completion.clone(), record)
-                .await
-            {
+            match self.shared.completer.finish(finish()).await {
                 Err(e) if e.kind() == ErrorKind::Unavailable => {
                     warn!(error = %e, retry_in = ?pause, "saving the outcome failed");
                     tokio::time::sleep(pause).await;
@@ -674,10 +677,7 @@ impl Finisher<'_> {
                 outcome => return outcome,
             }
         }
-        self.shared
-            .store
-            .finish(&self.claimed.lease, completion.clone(), record)
-            .await
+        self.shared.completer.finish(finish()).await
     }
 
     fn after_success(&self) -> Completion {

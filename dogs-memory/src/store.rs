@@ -7,8 +7,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use dogs_core::{
     async_trait, truncate_millis, ClaimRequest, ClaimedJob, Completion, Execution, ExecutionQuery,
-    Job, JobCounts, JobId, JobQuery, JobStore, Lease, NewJob, PruneReport, RecurrentRegistration,
-    Result, Scheduled, WakeUpSender, WakeUps,
+    Finish, Job, JobCounts, JobId, JobQuery, JobStore, Lease, NewJob, PruneReport,
+    RecurrentRegistration, Result, Scheduled, WakeUpSender, WakeUps,
 };
 use tokio::sync::watch;
 
@@ -240,6 +240,27 @@ impl JobStore for MemoryStore {
         };
         self.apply(effects);
         Ok(())
+    }
+
+    async fn finish_many(&self, items: Vec<Finish>) -> Result<Vec<Result<()>>> {
+        let now = MemoryStore::now(self);
+        let mut all = Effects::default();
+        let outcomes = {
+            let mut state = self.state();
+            items
+                .into_iter()
+                .map(|item| {
+                    let effects = state.complete(&item.lease, item.completion, now)?;
+                    if let Some(execution) = &item.execution {
+                        state.record_execution(execution, now);
+                    }
+                    all.merge(effects);
+                    Ok(())
+                })
+                .collect()
+        };
+        self.apply(all);
+        Ok(outcomes)
     }
 
     async fn record_execution(&self, execution: &Execution) -> Result<()> {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use dogs_core::{
     async_trait, ClaimRequest, ClaimedJob, Completion, Error, ErrorKind, Execution, ExecutionQuery,
-    ExecutionStatus, Job, JobCounts, JobId, JobKind, JobQuery, JobState, JobStore, Lease,
+    ExecutionStatus, Finish, Job, JobCounts, JobId, JobKind, JobQuery, JobState, JobStore, Lease,
     LeaseToken, NewJob, PruneReport, RecurrentRegistration, Result, RunAt, Scheduled, WakeUpSender,
     WakeUps,
 };
@@ -99,6 +99,7 @@ struct Sql {
     is_running: String,
     prune_jobs: String,
     prune_executions: String,
+    remove_many: String,
     schema: String,
 }
 
@@ -233,6 +234,25 @@ impl Sql {
                      SELECT execution_id FROM {s}.executions WHERE expires_at <= {s}.ms_now()
                      ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED)",
             ),
+            remove_many: fill(&format!(
+                "WITH input AS (
+                     SELECT * FROM unnest($1::bigint[], $2::text[]) AS i(id, token)
+                 ), done AS (
+                     DELETE FROM {{s}}.jobs j USING input i
+                     WHERE j.id = i.id AND j.lease_token = i.token AND j.state IN ('running', 'pending')
+                     RETURNING j.id
+                 ), recorded AS (
+                     INSERT INTO {{s}}.executions ({EXECUTION_COLUMNS})
+                     SELECT e.* FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::int[],
+                         $8::int[], $9::text[], $10::jsonb[], $11::timestamptz[], $12::timestamptz[],
+                         $13::bigint[], $14::text[], $15::text[], $16::jsonb[], $17::text[],
+                         $18::timestamptz[])
+                         AS e({EXECUTION_COLUMNS})
+                     WHERE e.job_id IN (SELECT id::text FROM done)
+                     ON CONFLICT (execution_id) DO NOTHING
+                 )
+                 SELECT id FROM done"
+            )),
             schema: s,
         }
     }
@@ -470,6 +490,81 @@ impl PostgresStore {
             return Err(Error::lock_lost(&lease.job_id));
         }
         Ok(())
+    }
+
+    /// Removes many finished jobs, fenced by their tokens, and stores their execution records,
+    /// in one statement. Returns the ids that were removed.
+    async fn remove_many(&self, removals: &[(usize, i64, Finish)]) -> Result<Vec<i64>> {
+        let ids: Vec<i64> = removals.iter().map(|(_, id, _)| *id).collect();
+        let tokens: Vec<&str> = removals
+            .iter()
+            .map(|(_, _, f)| f.lease.token.as_str())
+            .collect();
+        let records: Vec<&Execution> = removals
+            .iter()
+            .filter_map(|(_, _, f)| f.execution.as_ref())
+            .collect();
+        let column = |get: &dyn Fn(&Execution) -> Option<String>| -> Vec<Option<String>> {
+            records.iter().map(|e| get(e)).collect()
+        };
+        let mut conn = self.conn().await?;
+        sqlx::query_scalar(&self.inner.sql.remove_many)
+            .bind(ids)
+            .bind(tokens)
+            .bind(column(&|e| Some(e.execution_id.clone())))
+            .bind(column(&|e| Some(e.job_id.as_str().to_owned())))
+            .bind(column(&|e| Some(e.name.clone())))
+            .bind(column(&|e| Some(e.kind.as_str().to_owned())))
+            .bind(records.iter().map(|e| e.priority).collect::<Vec<i32>>())
+            .bind(
+                records
+                    .iter()
+                    .map(|e| tries_i32(e.tries))
+                    .collect::<Vec<i32>>(),
+            )
+            .bind(column(&|e| e.unique_identifier.clone()))
+            .bind(
+                records
+                    .iter()
+                    .map(|e| e.params.clone())
+                    .collect::<Vec<Value>>(),
+            )
+            .bind(
+                records
+                    .iter()
+                    .map(|e| e.started_at)
+                    .collect::<Vec<DateTime<Utc>>>(),
+            )
+            .bind(
+                records
+                    .iter()
+                    .map(|e| e.ended_at)
+                    .collect::<Vec<DateTime<Utc>>>(),
+            )
+            .bind(
+                records
+                    .iter()
+                    .map(|e| millis(e.duration))
+                    .collect::<Vec<i64>>(),
+            )
+            .bind(column(&|e| Some(e.status.as_str().to_owned())))
+            .bind(column(&|e| e.error.clone()))
+            .bind(
+                records
+                    .iter()
+                    .map(|e| e.result.clone())
+                    .collect::<Vec<Option<Value>>>(),
+            )
+            .bind(column(&|e| Some(e.worker_id.clone())))
+            .bind(
+                records
+                    .iter()
+                    .map(|e| e.expires_at)
+                    .collect::<Vec<DateTime<Utc>>>(),
+            )
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(|e| db_error("saving job outcomes", e))
     }
 
     /// Starts the LISTEN connection once, from within a runtime (workers ask for wake-ups from
@@ -805,6 +900,41 @@ impl JobStore for PostgresStore {
         execution: Option<&Execution>,
     ) -> Result<()> {
         self.fenced(lease, completion, execution).await
+    }
+
+    async fn finish_many(&self, items: Vec<Finish>) -> Result<Vec<Result<()>>> {
+        // Removals (the outcome of every successful event job) go in one statement; the rest
+        // one by one.
+        let mut outcomes: Vec<Option<Result<()>>> = Vec::with_capacity(items.len());
+        let mut removals: Vec<(usize, i64, Finish)> = Vec::new();
+        let mut others: Vec<(usize, Finish)> = Vec::new();
+        for (i, item) in items.into_iter().enumerate() {
+            outcomes.push(None);
+            match (&item.completion, parse_id(&item.lease.job_id)) {
+                (Completion::Remove, Some(id)) => removals.push((i, id, item)),
+                _ => others.push((i, item)),
+            }
+        }
+        if !removals.is_empty() {
+            let removed = self.remove_many(&removals).await?;
+            for (i, id, item) in &removals {
+                outcomes[*i] = Some(if removed.contains(id) {
+                    Ok(())
+                } else {
+                    Err(Error::lock_lost(&item.lease.job_id))
+                });
+            }
+        }
+        for (i, item) in others {
+            outcomes[i] = Some(
+                self.fenced(&item.lease, item.completion, item.execution.as_ref())
+                    .await,
+            );
+        }
+        Ok(outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or_else(|| Err(Error::new(ErrorKind::Backend, "no outcome"))))
+            .collect())
     }
 
     async fn record_execution(&self, e: &Execution) -> Result<()> {

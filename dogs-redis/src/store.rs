@@ -8,8 +8,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use dogs_core::{
     async_trait, ClaimRequest, ClaimedJob, Completion, Error, ErrorKind, Execution, ExecutionQuery,
-    Job, JobCounts, JobId, JobKind, JobQuery, JobState, JobStore, Lease, LeaseToken, NewJob,
-    PruneReport, RecurrentRegistration, Result, RunAt, Scheduled, WakeUpSender, WakeUps,
+    Finish, Job, JobCounts, JobId, JobKind, JobQuery, JobState, JobStore, Lease, LeaseToken,
+    NewJob, PruneReport, RecurrentRegistration, Result, RunAt, Scheduled, WakeUpSender, WakeUps,
 };
 use redis::aio::ConnectionManager;
 use redis::Value as RedisValue;
@@ -319,88 +319,100 @@ impl RedisStore {
             .collect())
     }
 
-    async fn fenced(
-        &self,
-        lease: &Lease,
-        completion: Completion,
-        execution: Option<&Execution>,
-    ) -> Result<()> {
-        let mut invocation = self.inner.scripts.complete.key(self.key(&["seq"]));
-        invocation
-            .arg(&self.inner.tag)
-            .arg(lease.job_id.as_str())
-            .arg(lease.token.as_str());
-        let args: [String; 5] = match completion {
-            Completion::Remove => [
-                "remove".into(),
+    /// The completion script's 12 arguments for one job.
+    fn finish_args(item: &Finish) -> Result<Vec<String>> {
+        let mut args = vec![
+            item.lease.job_id.as_str().to_owned(),
+            item.lease.token.as_str().to_owned(),
+        ];
+        let (name, a1, a2, a3, a4): (&str, String, String, String, String) = match &item.completion
+        {
+            Completion::Remove => (
+                "remove",
                 String::new(),
                 String::new(),
                 String::new(),
                 String::new(),
-            ],
+            ),
             Completion::Reschedule {
                 run_at,
                 priority,
                 reset_tries,
             } => {
-                let (at, delay) = run_at_args(run_at);
-                [
-                    "reschedule".into(),
+                let (at, delay) = run_at_args(*run_at);
+                (
+                    "reschedule",
                     at,
                     delay.to_string(),
                     priority.map(|p| p.to_string()).unwrap_or_default(),
-                    if reset_tries { "1" } else { "0" }.into(),
-                ]
+                    if *reset_tries { "1" } else { "0" }.to_owned(),
+                )
             }
-            Completion::Fail { error, retain_for } => [
-                "fail".into(),
-                error,
-                millis(retain_for).to_string(),
+            Completion::Fail { error, retain_for } => (
+                "fail",
+                error.clone(),
+                millis(*retain_for).to_string(),
                 String::new(),
                 String::new(),
-            ],
-            Completion::Demote => [
-                "demote".into(),
-                String::new(),
-                String::new(),
-                String::new(),
-                String::new(),
-            ],
-            Completion::Release => [
-                "release".into(),
+            ),
+            Completion::Demote => (
+                "demote",
                 String::new(),
                 String::new(),
                 String::new(),
                 String::new(),
-            ],
+            ),
+            Completion::Release => (
+                "release",
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+            ),
         };
-        for arg in args {
-            invocation.arg(arg);
-        }
-        match execution {
+        args.extend([name.to_owned(), a1, a2, a3, a4]);
+        match &item.execution {
             Some(e) => {
                 let json = serde_json::to_string(e).map_err(|err| {
                     Error::serialization("the execution record cannot be serialized", err)
                 })?;
-                invocation
-                    .arg(&e.execution_id)
-                    .arg(&e.name)
-                    .arg(json)
-                    .arg(e.started_at.timestamp_millis())
-                    .arg(e.expires_at.timestamp_millis());
+                args.extend([
+                    e.execution_id.clone(),
+                    e.name.clone(),
+                    json,
+                    e.started_at.timestamp_millis().to_string(),
+                    e.expires_at.timestamp_millis().to_string(),
+                ]);
             }
-            None => {
-                invocation.arg("");
-            }
+            None => args.extend(std::iter::repeat_n(String::new(), 5)),
         }
-        let applied: i64 = invocation
+        Ok(args)
+    }
+
+    /// Ends many claimed jobs in one script call; per job, whether its token was current.
+    async fn complete_batch(&self, items: &[Finish]) -> Result<Vec<bool>> {
+        let mut invocation = self.inner.scripts.complete.key(self.key(&["seq"]));
+        invocation.arg(&self.inner.tag).arg(items.len());
+        for item in items {
+            invocation.arg(Self::finish_args(item)?);
+        }
+        let applied: Vec<i64> = invocation
             .invoke_async(&mut self.conn())
             .await
-            .map_err(|e| redis_error("saving a job's outcome", e))?;
-        if applied == 0 {
-            return Err(Error::lock_lost(&lease.job_id));
+            .map_err(|e| redis_error("saving job outcomes", e))?;
+        if applied.len() != items.len() {
+            return Err(bad_reply("saving job outcomes"));
         }
-        Ok(())
+        Ok(applied.into_iter().map(|a| a == 1).collect())
+    }
+
+    async fn fenced(&self, finish: Finish) -> Result<()> {
+        let applied = self.complete_batch(std::slice::from_ref(&finish)).await?;
+        if applied.first() == Some(&true) {
+            Ok(())
+        } else {
+            Err(Error::lock_lost(&finish.lease.job_id))
+        }
     }
 
     async fn cancel_where(&self, mode: &str, a: &str, b: &str) -> Result<bool> {
@@ -598,7 +610,12 @@ impl JobStore for RedisStore {
     }
 
     async fn complete(&self, lease: &Lease, completion: Completion) -> Result<()> {
-        self.fenced(lease, completion, None).await
+        self.fenced(Finish {
+            lease: lease.clone(),
+            completion,
+            execution: None,
+        })
+        .await
     }
 
     async fn finish(
@@ -607,7 +624,27 @@ impl JobStore for RedisStore {
         completion: Completion,
         execution: Option<&Execution>,
     ) -> Result<()> {
-        self.fenced(lease, completion, execution).await
+        self.fenced(Finish {
+            lease: lease.clone(),
+            completion,
+            execution: execution.cloned(),
+        })
+        .await
+    }
+
+    async fn finish_many(&self, items: Vec<Finish>) -> Result<Vec<Result<()>>> {
+        let mut outcomes = Vec::with_capacity(items.len());
+        for chunk in items.chunks(SCHEDULE_BATCH) {
+            let applied = self.complete_batch(chunk).await?;
+            for (item, applied) in chunk.iter().zip(applied) {
+                outcomes.push(if applied {
+                    Ok(())
+                } else {
+                    Err(Error::lock_lost(&item.lease.job_id))
+                });
+            }
+        }
+        Ok(outcomes)
     }
 
     async fn record_execution(&self, e: &Execution) -> Result<()> {

@@ -1,0 +1,80 @@
+//! Saves executions' outcomes in batches: each worker set has one completer, which sends what
+//! has accumulated to the store in one `finish_many` call while the previous call is under way.
+//! An outcome that arrives when nothing is under way is sent at once, so batching adds no delay.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::claim::Finish;
+use crate::error::{Error, ErrorKind, Result};
+use crate::store::JobStore;
+
+/// The most outcomes one store call saves.
+const MAX_BATCH: usize = 512;
+
+struct Request {
+    finish: Finish,
+    reply: oneshot::Sender<Result<()>>,
+}
+
+/// The handle executions use to save their outcome.
+#[derive(Clone)]
+pub(crate) struct Completer {
+    tx: mpsc::UnboundedSender<Request>,
+}
+
+impl Completer {
+    /// Starts the completer task; it ends when every handle is dropped.
+    pub(crate) fn start(store: Arc<dyn JobStore>) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(store, rx));
+        Completer { tx }
+    }
+
+    /// Saves one outcome and waits until it is saved (or failed).
+    pub(crate) async fn finish(&self, finish: Finish) -> Result<()> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Request { finish, reply })
+            .map_err(|_| Error::new(ErrorKind::Shutdown, "the worker set has stopped"))?;
+        answer.await.unwrap_or_else(|_| {
+            Err(Error::new(
+                ErrorKind::Shutdown,
+                "the worker set has stopped",
+            ))
+        })
+    }
+}
+
+async fn run(store: Arc<dyn JobStore>, mut rx: mpsc::UnboundedReceiver<Request>) {
+    let mut batch: Vec<Request> = Vec::new();
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let (items, replies): (Vec<Finish>, Vec<oneshot::Sender<Result<()>>>) = batch
+            .drain(..)
+            .map(|request| (request.finish, request.reply))
+            .unzip();
+        let count = items.len();
+        match store.finish_many(items).await {
+            Ok(outcomes) if outcomes.len() == count => {
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                    // An execution that stopped waiting has nothing left to learn.
+                    let _ = reply.send(outcome);
+                }
+            }
+            Ok(_) => {
+                for reply in replies {
+                    let _ = reply.send(Err(Error::new(
+                        ErrorKind::Backend,
+                        "the store answered a batch of outcomes with the wrong count",
+                    )));
+                }
+            }
+            Err(e) => {
+                for reply in replies {
+                    let _ = reply.send(Err(Error::new(e.kind(), e.message().to_owned())));
+                }
+            }
+        }
+    }
+}
