@@ -1,0 +1,206 @@
+//! The stores under measurement, each run in a namespace of its own.
+
+use std::sync::Arc;
+
+use dogs_core::{Error, JobStore, Result, WakeUps};
+
+/// Which store to measure.
+pub enum Backend {
+    Memory,
+    Postgres(String),
+    Redis(String),
+    Mongo(String),
+}
+
+fn env(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+impl Backend {
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "memory" => Backend::Memory,
+            "postgres" => Backend::Postgres(env(
+                "DOGS_POSTGRES_URL",
+                "postgres://postgres@127.0.0.1:5432/test",
+            )),
+            "redis" => Backend::Redis(env("DOGS_REDIS_URL", "redis://127.0.0.1:6379")),
+            "mongo" => Backend::Mongo(env(
+                "DOGS_MONGO_URL",
+                "mongodb://127.0.0.1:27017/?directConnection=true",
+            )),
+            _ => return None,
+        })
+    }
+
+    /// A fresh store in `namespace`.
+    pub async fn open(&self, namespace: &str) -> Result<Arc<dyn JobStore>> {
+        Ok(match self {
+            Backend::Memory => Arc::new(dogs_memory::MemoryStore::new()),
+            Backend::Postgres(url) => Arc::new(
+                dogs_postgres::PostgresStore::builder()
+                    .url(url)
+                    .schema(namespace)
+                    .max_connections(16)
+                    .connect()
+                    .await?,
+            ),
+            Backend::Redis(url) => Arc::new(
+                dogs_redis::RedisStore::builder()
+                    .url(url)
+                    .prefix(namespace)
+                    .connect()
+                    .await?,
+            ),
+            Backend::Mongo(url) => Arc::new(
+                dogs_mongo::MongoStore::builder()
+                    .url(url)
+                    .database(namespace)
+                    .connect()
+                    .await?,
+            ),
+        })
+    }
+
+    /// Removes what a run stored.
+    pub async fn cleanup(&self, namespace: &str) -> Result<()> {
+        let fail = |e: String| Error::unavailable(format!("cleaning up {namespace}: {e}"));
+        match self {
+            Backend::Memory => Ok(()),
+            Backend::Postgres(url) => {
+                let store = dogs_postgres::PostgresStore::builder()
+                    .url(url)
+                    .schema(namespace)
+                    .migrate_on_connect(false)
+                    .connect()
+                    .await?;
+                dogs_postgres::sqlx::query(&format!(
+                    "DROP SCHEMA IF EXISTS \"{namespace}\" CASCADE"
+                ))
+                .execute(store.pool())
+                .await
+                .map(|_| ())
+                .map_err(|e| fail(e.to_string()))
+            }
+            Backend::Redis(url) => {
+                use dogs_redis::redis;
+                let client = redis::Client::open(url.as_str()).map_err(|e| fail(e.to_string()))?;
+                let mut conn = client
+                    .get_multiplexed_async_connection()
+                    .await
+                    .map_err(|e| fail(e.to_string()))?;
+                let keys: Vec<String> = redis::cmd("KEYS")
+                    .arg(format!("{{{namespace}}}:*"))
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|e| fail(e.to_string()))?;
+                for chunk in keys.chunks(1000) {
+                    let _: i64 = redis::cmd("DEL")
+                        .arg(chunk)
+                        .query_async(&mut conn)
+                        .await
+                        .map_err(|e| fail(e.to_string()))?;
+                }
+                Ok(())
+            }
+            Backend::Mongo(url) => {
+                let client = dogs_mongo::mongodb::Client::with_uri_str(url)
+                    .await
+                    .map_err(|e| fail(e.to_string()))?;
+                client
+                    .database(namespace)
+                    .drop()
+                    .await
+                    .map_err(|e| fail(e.to_string()))
+            }
+        }
+    }
+
+    /// The server's process name, for its CPU time (none for memory).
+    pub fn server_process(&self) -> Option<&'static str> {
+        match self {
+            Backend::Memory => None,
+            Backend::Postgres(_) => Some("postgres"),
+            Backend::Redis(_) => Some("redis-server"),
+            Backend::Mongo(_) => Some("secantusd-rs"),
+        }
+    }
+}
+
+/// A store with its wake-ups hidden, so workers only poll.
+pub struct PollingOnly(pub Arc<dyn JobStore>);
+
+#[async_trait::async_trait]
+impl JobStore for PollingOnly {
+    async fn now(&self) -> Result<chrono::DateTime<chrono::Utc>> {
+        self.0.now().await
+    }
+    fn max_params_bytes(&self) -> usize {
+        self.0.max_params_bytes()
+    }
+    async fn schedule(&self, job: dogs_core::NewJob) -> Result<dogs_core::Scheduled> {
+        self.0.schedule(job).await
+    }
+    async fn schedule_many(
+        &self,
+        jobs: Vec<dogs_core::NewJob>,
+    ) -> Result<Vec<Result<dogs_core::Scheduled>>> {
+        self.0.schedule_many(jobs).await
+    }
+    async fn register_recurrent(
+        &self,
+        job: dogs_core::RecurrentRegistration,
+    ) -> Result<dogs_core::JobId> {
+        self.0.register_recurrent(job).await
+    }
+    async fn claim(&self, request: &dogs_core::ClaimRequest) -> Result<Vec<dogs_core::ClaimedJob>> {
+        self.0.claim(request).await
+    }
+    async fn extend_lock(
+        &self,
+        lease: &dogs_core::Lease,
+        lock_time: std::time::Duration,
+    ) -> Result<chrono::DateTime<chrono::Utc>> {
+        self.0.extend_lock(lease, lock_time).await
+    }
+    async fn complete(
+        &self,
+        lease: &dogs_core::Lease,
+        completion: dogs_core::Completion,
+    ) -> Result<()> {
+        self.0.complete(lease, completion).await
+    }
+    async fn finish_many(&self, items: Vec<dogs_core::Finish>) -> Result<Vec<Result<()>>> {
+        self.0.finish_many(items).await
+    }
+    async fn record_execution(&self, execution: &dogs_core::Execution) -> Result<()> {
+        self.0.record_execution(execution).await
+    }
+    async fn get_job(&self, id: &dogs_core::JobId) -> Result<Option<dogs_core::Job>> {
+        self.0.get_job(id).await
+    }
+    async fn list_jobs(&self, query: &dogs_core::JobQuery) -> Result<Vec<dogs_core::Job>> {
+        self.0.list_jobs(query).await
+    }
+    async fn count_jobs(&self) -> Result<Vec<dogs_core::JobCounts>> {
+        self.0.count_jobs().await
+    }
+    async fn executions(
+        &self,
+        query: &dogs_core::ExecutionQuery,
+    ) -> Result<Vec<dogs_core::Execution>> {
+        self.0.executions(query).await
+    }
+    async fn cancel(&self, id: &dogs_core::JobId) -> Result<bool> {
+        self.0.cancel(id).await
+    }
+    async fn cancel_unique(&self, name: &str, unique_identifier: &str) -> Result<bool> {
+        self.0.cancel_unique(name, unique_identifier).await
+    }
+    async fn prune(&self) -> Result<dogs_core::PruneReport> {
+        self.0.prune().await
+    }
+    fn wakeups(&self) -> Option<WakeUps> {
+        None
+    }
+}

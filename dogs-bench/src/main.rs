@@ -1,0 +1,119 @@
+//! `dogs-bench`: measures dogs on every store and prints a table (and JSON).
+//!
+//! ```text
+//! dogs-bench <scenario> <backend> [--runs N] [--jobs N] [--json FILE]
+//!   scenario: enqueue | drain | latency | depth | recurrent
+//!   backend:  memory | postgres | redis | mongo
+//! ```
+//!
+//! Servers come from `DOGS_POSTGRES_URL`, `DOGS_REDIS_URL` and `DOGS_MONGO_URL` (defaults: the
+//! local servers `scripts/test` uses). Each run uses a fresh namespace, removed afterwards. Every
+//! figure is the median of the runs, with min and max.
+
+mod backend;
+mod measure;
+mod scenarios;
+
+use std::time::Duration;
+
+use serde_json::json;
+
+/// Settings of one invocation.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    scenario: String,
+    backend: String,
+    runs: usize,
+    jobs: usize,
+    json: Option<String>,
+}
+
+fn parse_args() -> Result<Settings, String> {
+    let mut args = std::env::args().skip(1);
+    let scenario = args.next().ok_or("missing scenario")?;
+    let backend = args.next().ok_or("missing backend")?;
+    let mut settings = Settings {
+        scenario,
+        backend,
+        runs: 3,
+        jobs: 100_000,
+        json: None,
+    };
+    while let Some(flag) = args.next() {
+        let value = args.next().ok_or(format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--runs" => settings.runs = value.parse().map_err(|_| "--runs takes a number")?,
+            "--jobs" => settings.jobs = value.parse().map_err(|_| "--jobs takes a number")?,
+            "--json" => settings.json = Some(value),
+            other => return Err(format!("unknown flag {other}")),
+        }
+    }
+    if settings.runs == 0 || settings.jobs == 0 {
+        return Err("--runs and --jobs must be at least 1".into());
+    }
+    Ok(settings)
+}
+
+const USAGE: &str = "usage: dogs-bench <enqueue|drain|latency|depth|recurrent> <memory|postgres|redis|mongo> [--runs N] [--jobs N] [--json FILE]";
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let settings = match parse_args() {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("{e}\n{USAGE}");
+            std::process::exit(2);
+        }
+    };
+    let backend = match backend::Backend::parse(&settings.backend) {
+        Some(backend) => backend,
+        None => {
+            eprintln!("unknown backend {}\n{USAGE}", settings.backend);
+            std::process::exit(2);
+        }
+    };
+    let figures = match scenarios::run(&settings, &backend).await {
+        Ok(figures) => figures,
+        Err(e) => {
+            eprintln!("{}: {e}", settings.scenario);
+            std::process::exit(1);
+        }
+    };
+    println!(
+        "{} on {} ({} runs, {} cores shared by the store and the workers)",
+        settings.scenario,
+        settings.backend,
+        settings.runs,
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
+    println!(
+        "{:<44} {:>12} {:>12} {:>12}  settings",
+        "figure", "median", "min", "max"
+    );
+    for figure in &figures {
+        println!(
+            "{:<44} {:>12.1} {:>12.1} {:>12.1}  {}",
+            format!("{} ({})", figure.name, figure.unit),
+            figure.median,
+            figure.min,
+            figure.max,
+            figure.settings
+        );
+    }
+    if let Some(path) = &settings.json {
+        let value = json!({
+            "scenario": settings.scenario,
+            "backend": settings.backend,
+            "runs": settings.runs,
+            "figures": figures,
+        });
+        if let Err(e) = std::fs::write(path, format!("{value:#}\n")) {
+            eprintln!("writing {path}: {e}");
+            std::process::exit(1);
+        }
+    }
+    // Give background tasks (listeners) a moment to end quietly.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
