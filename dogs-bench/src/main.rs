@@ -94,7 +94,7 @@ async fn main() {
     );
     for figure in &figures {
         println!(
-            "{:<44} {:>12.1} {:>12.1} {:>12.1}  {}",
+            "{:<44} {:>12.3} {:>12.3} {:>12.3}  {}",
             format!("{} ({})", figure.name, figure.unit),
             figure.median,
             figure.min,

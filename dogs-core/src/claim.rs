@@ -15,9 +15,9 @@ use crate::job::{Job, JobId, RunAt};
 pub struct LeaseToken(String);
 
 impl LeaseToken {
-    /// A fresh random token.
+    /// A fresh random token (128 random bits, as hex).
     pub fn generate() -> Self {
-        LeaseToken(uuid::Uuid::new_v4().simple().to_string())
+        LeaseToken(crate::job::random_id())
     }
 
     /// Wraps a stored token.

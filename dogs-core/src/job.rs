@@ -142,6 +142,12 @@ pub fn add_duration(at: DateTime<Utc>, delay: Duration) -> DateTime<Utc> {
         .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
+/// 128 random bits as 32 hex digits: ids of executions and tokens of leases. Drawn from a fast
+/// per-thread generator seeded from the OS, without a system call per id.
+pub fn random_id() -> String {
+    format!("{:032x}", fastrand::u128(..))
+}
+
 /// `at` cut to whole milliseconds, the precision every store keeps.
 pub fn truncate_millis(at: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(at.timestamp_millis()).unwrap_or(at)

@@ -23,8 +23,8 @@ pub use definition::{
 pub use error::{redact_url, Error, ErrorKind, Result};
 pub use execution::{Execution, ExecutionQuery, ExecutionStatus};
 pub use job::{
-    add_duration, params_size, truncate_millis, validate_name, Job, JobCounts, JobId, JobKind,
-    JobQuery, JobState, NewJob, PruneReport, RecurrentRegistration, RunAt, Scheduled,
+    add_duration, params_size, random_id, truncate_millis, validate_name, Job, JobCounts, JobId,
+    JobKind, JobQuery, JobState, NewJob, PruneReport, RecurrentRegistration, RunAt, Scheduled,
     DEFAULT_PRIORITY, MAX_NAME_BYTES, MAX_UNIQUE_IDENTIFIER_BYTES,
 };
 pub use retry::RetryBackoff;

@@ -159,13 +159,10 @@ where
     let store: Arc<dyn JobStore> = Arc::new(store);
     register_recurrent_jobs(store.as_ref(), &definitions).await?;
 
-    let worker_id = options.worker_id.clone().unwrap_or_else(|| {
-        format!(
-            "{}-{}",
-            std::process::id(),
-            &uuid::Uuid::new_v4().simple().to_string()[..8]
-        )
-    });
+    let worker_id = options
+        .worker_id
+        .clone()
+        .unwrap_or_else(|| format!("{}-{}", std::process::id(), &crate::job::random_id()[..8]));
     let mut names: Vec<ClaimName> = definitions
         .values()
         .map(|d| ClaimName {
@@ -778,7 +775,7 @@ impl Finisher<'_> {
         let ended_at = self.clock.now();
         Some(Execution {
             job_id: job.id.clone(),
-            execution_id: uuid::Uuid::new_v4().simple().to_string(),
+            execution_id: crate::job::random_id(),
             name: job.name.clone(),
             kind: job.kind,
             priority: job.priority,
