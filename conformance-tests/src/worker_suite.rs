@@ -523,14 +523,15 @@ pub async fn extend_keeps_alive(ctx: TestContext) {
     let store = ctx.store();
     let stale_calls = Arc::new(AtomicUsize::new(0));
     let counter = stale_calls.clone();
+    // Runs 1 s, three times its 600 ms lease, extending it every 100 ms.
     let job = EventJob::new("long", |_: (), ctx: JobContext| async move {
         for _ in 0..10 {
             tokio::time::sleep(Duration::from_millis(100)).await;
-            ctx.extend_lock_time(Duration::from_millis(300)).await?;
+            ctx.extend_lock_time(Duration::from_millis(600)).await?;
         }
         Ok(ctx.is_cancelled())
     })
-    .lock_time(Duration::from_millis(300))
+    .lock_time(Duration::from_millis(600))
     .on_stale(move |_| {
         counter.fetch_add(1, Ordering::SeqCst);
     });
@@ -548,7 +549,7 @@ pub async fn extend_keeps_alive(ctx: TestContext) {
         (1, ExecutionStatus::Success)
     );
     assert_eq!(runs[0].result, Some(json!(false)), "never cancelled");
-    assert!(runs[0].duration >= Duration::from_millis(1000));
+    assert!(runs[0].duration >= Duration::from_millis(1000), "it outlived its first lease");
 }
 
 /// W-history-recorded

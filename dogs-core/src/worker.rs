@@ -174,6 +174,7 @@ where
 
     let shared = Arc::new(Shared {
         completer: Completer::start(Arc::clone(&store)),
+        due_soon: DueSoon::default(),
         claim: ClaimRequest {
             names,
             limit: options.workers_count,
@@ -292,6 +293,7 @@ impl Drop for Workers {
 struct Shared {
     store: Arc<dyn JobStore>,
     completer: Completer,
+    due_soon: DueSoon,
     definitions: HashMap<String, Arc<JobDefinition>>,
     claim: ClaimRequest,
     slots: Arc<Semaphore>,
@@ -357,16 +359,27 @@ async fn dispatch(shared: Arc<Shared>) {
         }
         drop(permits);
         if drained {
-            let wait_for_wakeup = async {
-                match &mut wakeups {
-                    Some(wakeups) => wakeups.wait().await,
-                    None => std::future::pending().await,
+            let poll_at = Instant::now() + shared.options.poll_interval;
+            loop {
+                let until = shared
+                    .due_soon
+                    .next()
+                    .map_or(poll_at, |due| due.min(poll_at));
+                let wait_for_wakeup = async {
+                    match &mut wakeups {
+                        Some(wakeups) => wakeups.wait().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    _ = shared.stop_claiming.cancelled() => return,
+                    _ = tokio::time::sleep_until(until) => {
+                        shared.due_soon.forget_until(Instant::now());
+                        break;
+                    }
+                    _ = wait_for_wakeup => break,
+                    _ = shared.due_soon.changed.notified() => {}
                 }
-            };
-            tokio::select! {
-                _ = shared.stop_claiming.cancelled() => return,
-                _ = tokio::time::sleep(shared.options.poll_interval) => {}
-                _ = wait_for_wakeup => {}
             }
         }
     }
@@ -389,6 +402,54 @@ async fn prune(shared: Arc<Shared>, interval: Duration) {
             }
             Ok(_) => {}
             Err(e) => warn!(error = %e, "pruning expired records failed"),
+        }
+    }
+}
+
+/// The instants at which jobs this worker set rescheduled (recurrent runs, retries) become due:
+/// an idle dispatcher looks for work then, instead of at its next poll, on stores that cannot
+/// wake it at a future time.
+#[derive(Default)]
+struct DueSoon {
+    at: std::sync::Mutex<std::collections::BinaryHeap<std::cmp::Reverse<Instant>>>,
+    changed: tokio::sync::Notify,
+}
+
+impl DueSoon {
+    /// The most instants kept; beyond it the poll interval covers the rest.
+    const LIMIT: usize = 10_000;
+
+    fn note(&self, at: Instant) {
+        let mut heap = self
+            .at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if heap.len() >= Self::LIMIT {
+            return;
+        }
+        let earliest = heap.peek().is_none_or(|first| at < first.0);
+        heap.push(std::cmp::Reverse(at));
+        drop(heap);
+        if earliest {
+            self.changed.notify_one();
+        }
+    }
+
+    fn next(&self) -> Option<Instant> {
+        let heap = self
+            .at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        heap.peek().map(|first| first.0)
+    }
+
+    fn forget_until(&self, now: Instant) {
+        let mut heap = self
+            .at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        while heap.peek().is_some_and(|first| first.0 <= now) {
+            heap.pop();
         }
     }
 }
@@ -629,6 +690,9 @@ impl Finisher<'_> {
         let mut record = self.record(decision.status, decision.error.clone(), decision.result);
         match self.save(&decision.completion, record.as_ref()).await {
             Ok(()) => {
+                if let Completion::Reschedule { run_at, .. } = &decision.completion {
+                    self.shared.due_soon.note(self.local_instant(*run_at));
+                }
                 if decision.max_tries_reached {
                     if let Some(on_max_tries) = &self.shared.options.on_max_tries {
                         on_max_tries(&self.failure(decision.error.as_deref().unwrap_or_default()));
@@ -734,6 +798,16 @@ impl Finisher<'_> {
         Completion::Fail {
             error,
             retain_for: self.shared.options.failed_retention,
+        }
+    }
+
+    /// When `run_at` comes, by the local monotonic clock.
+    fn local_instant(&self, run_at: RunAt) -> Instant {
+        let now = Instant::now();
+        match run_at {
+            RunAt::Now => now,
+            RunAt::In(delay) => now + delay,
+            RunAt::At(at) => now + (at - self.clock.now()).to_std().unwrap_or_default(),
         }
     }
 
