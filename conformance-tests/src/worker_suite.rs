@@ -549,7 +549,10 @@ pub async fn extend_keeps_alive(ctx: TestContext) {
         (1, ExecutionStatus::Success)
     );
     assert_eq!(runs[0].result, Some(json!(false)), "never cancelled");
-    assert!(runs[0].duration >= Duration::from_millis(1000), "it outlived its first lease");
+    assert!(
+        runs[0].duration >= Duration::from_millis(1000),
+        "it outlived its first lease"
+    );
 }
 
 /// W-history-recorded

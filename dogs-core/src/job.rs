@@ -399,6 +399,25 @@ pub struct JobCounts {
     pub failed: u64,
 }
 
+impl JobCounts {
+    /// Counts `jobs` per name and state, sorted by name.
+    pub fn tally(jobs: impl IntoIterator<Item = Job>) -> Vec<JobCounts> {
+        let mut counts: std::collections::BTreeMap<String, JobCounts> = Default::default();
+        for job in jobs {
+            let entry = counts.entry(job.name.clone()).or_insert_with(|| JobCounts {
+                name: job.name,
+                ..JobCounts::default()
+            });
+            match job.state {
+                JobState::Pending => entry.pending += 1,
+                JobState::Running => entry.running += 1,
+                JobState::Failed => entry.failed += 1,
+            }
+        }
+        counts.into_values().collect()
+    }
+}
+
 /// What a pruning pass removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PruneReport {

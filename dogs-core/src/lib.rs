@@ -31,7 +31,7 @@ pub use retry::RetryBackoff;
 pub use schedule::{CronSchedule, NextRunFn, Schedule};
 pub use scheduling::{schedule_job, schedule_job_by_name, ScheduleOptions};
 pub use store::JobStore;
-pub use wakeup::{WakeUpSender, WakeUps};
+pub use wakeup::{listen_with_reconnect, WakeUpSender, WakeUps};
 pub use worker::{start_workers, OnMaxTries, WorkerOptions, Workers};
 
 /// Re-exported so handlers and stores name the same types as dogs.

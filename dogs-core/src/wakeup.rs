@@ -1,6 +1,12 @@
 //! Wake-ups: how a store tells idle workers that a job may have become claimable.
 
+use std::future::Future;
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
 
 /// The sending side, kept by a store.
 ///
@@ -56,6 +62,60 @@ impl WakeUps {
     pub async fn wait(&mut self) {
         if self.rx.changed().await.is_err() {
             std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Keeps a store's notification source connected until `stop` fires, waking `wake` on each
+/// notification and after each (re)connection, since notifications sent while disconnected are
+/// lost; workers poll meanwhile.
+///
+/// `connect` opens the source and returns its notifications as a stream; an error item or the
+/// end of the stream means the connection is gone, and the source is opened again, with a pause
+/// of 100 ms doubling up to 10 s between failed attempts. `what` names the source in logs.
+pub async fn listen_with_reconnect<C, Fut, S, E>(
+    what: &str,
+    wake: WakeUpSender,
+    stop: CancellationToken,
+    mut connect: C,
+) where
+    C: FnMut() -> Fut,
+    Fut: Future<Output = std::result::Result<S, E>>,
+    S: Stream<Item = std::result::Result<(), E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let mut pause = Duration::from_millis(100);
+    loop {
+        let connected = tokio::select! {
+            _ = stop.cancelled() => return,
+            connected = connect() => connected,
+        };
+        let mut notifications = match connected {
+            Ok(notifications) => notifications,
+            Err(e) => {
+                warn!(error = %e, retry_in = ?pause, "{what} cannot connect; polling meanwhile");
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(pause) => {}
+                }
+                pause = (pause * 2).min(Duration::from_secs(10));
+                continue;
+            }
+        };
+        pause = Duration::from_millis(100);
+        wake.notify();
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                notification = notifications.next() => match notification {
+                    Some(Ok(())) => wake.notify(),
+                    Some(Err(e)) => {
+                        warn!(error = %e, "{what} lost its connection; reconnecting");
+                        break;
+                    }
+                    None => break,
+                },
+            }
         }
     }
 }

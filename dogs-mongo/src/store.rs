@@ -989,25 +989,11 @@ impl JobStore for MongoStore {
     }
 
     async fn count_jobs(&self) -> Result<Vec<JobCounts>> {
-        let jobs = self
-            .list_jobs(&JobQuery {
-                limit: usize::MAX,
-                ..JobQuery::default()
-            })
-            .await?;
-        let mut counts: std::collections::BTreeMap<String, JobCounts> = Default::default();
-        for job in jobs {
-            let entry = counts.entry(job.name.clone()).or_insert_with(|| JobCounts {
-                name: job.name.clone(),
-                ..JobCounts::default()
-            });
-            match job.state {
-                JobState::Pending => entry.pending += 1,
-                JobState::Running => entry.running += 1,
-                JobState::Failed => entry.failed += 1,
-            }
-        }
-        Ok(counts.into_values().collect())
+        let all = JobQuery {
+            limit: usize::MAX,
+            ..JobQuery::default()
+        };
+        Ok(JobCounts::tally(self.list_jobs(&all).await?))
     }
 
     async fn executions(&self, query: &ExecutionQuery) -> Result<Vec<Execution>> {
