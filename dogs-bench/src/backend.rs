@@ -89,17 +89,30 @@ impl Backend {
                     .get_multiplexed_async_connection()
                     .await
                     .map_err(|e| fail(e.to_string()))?;
-                let keys: Vec<String> = redis::cmd("KEYS")
-                    .arg(format!("{{{namespace}}}:*"))
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(|e| fail(e.to_string()))?;
-                for chunk in keys.chunks(1000) {
-                    let _: i64 = redis::cmd("DEL")
-                        .arg(chunk)
+                // SCAN in steps, so a namespace of millions of keys never blocks the server.
+                let pattern = format!("{{{namespace}}}:*");
+                let mut cursor: u64 = 0;
+                loop {
+                    let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(10_000)
                         .query_async(&mut conn)
                         .await
                         .map_err(|e| fail(e.to_string()))?;
+                    if !keys.is_empty() {
+                        let _: i64 = redis::cmd("UNLINK")
+                            .arg(&keys)
+                            .query_async(&mut conn)
+                            .await
+                            .map_err(|e| fail(e.to_string()))?;
+                    }
+                    if next == 0 {
+                        break;
+                    }
+                    cursor = next;
                 }
                 Ok(())
             }
