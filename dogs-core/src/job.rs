@@ -386,6 +386,34 @@ impl JobQuery {
     }
 }
 
+impl JobQuery {
+    /// The page of `jobs` (already narrowed to the query's name) this query asks for: those in
+    /// its state, in listing order (pending and running jobs in claim order, then failed jobs
+    /// newest first), skipping `offset`, at most `limit`. `scheduling_order` gives the order of
+    /// a store's ids. For stores that list by reading every job of a name.
+    pub fn page<K: Ord>(
+        &self,
+        mut jobs: Vec<Job>,
+        scheduling_order: impl Fn(&JobId) -> K,
+    ) -> Vec<Job> {
+        jobs.retain(|job| self.state.is_none_or(|state| job.state == state));
+        jobs.sort_by(|a, b| {
+            let failed = (a.state == JobState::Failed, b.state == JobState::Failed);
+            match failed {
+                (false, false) => (std::cmp::Reverse(a.priority), a.run_at)
+                    .cmp(&(std::cmp::Reverse(b.priority), b.run_at))
+                    .then_with(|| scheduling_order(&a.id).cmp(&scheduling_order(&b.id))),
+                (true, true) => scheduling_order(&b.id).cmp(&scheduling_order(&a.id)),
+                (a_failed, _) => a_failed.cmp(&!a_failed),
+            }
+        });
+        jobs.into_iter()
+            .skip(self.offset)
+            .take(self.limit)
+            .collect()
+    }
+}
+
 /// How many jobs of one name are in each state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobCounts {

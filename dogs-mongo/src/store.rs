@@ -844,7 +844,9 @@ impl JobStore for MongoStore {
                 .await;
             match result {
                 Ok(Some(doc)) => return job_id(&doc),
-                Ok(None) => return Err(corrupt("an upsert returned nothing")),
+                // Some servers answer a racing upsert with no document; the next attempt
+                // finds the record the other registration wrote.
+                Ok(None) => continue,
                 // Two registrations raced to insert; the next attempt updates the winner's.
                 Err(e) if code(&e) == Some(DUPLICATE_KEY) => continue,
                 Err(e) => return Err(mongo_error("registering a recurrent job", e)),
@@ -971,21 +973,9 @@ impl JobStore for MongoStore {
             .try_collect()
             .await
             .map_err(|e| mongo_error("listing jobs", e))?;
-        let mut jobs = readable(docs.into_iter().map(|d| job_from_doc(d, now)));
-        jobs.retain(|job| query.state.is_none_or(|state| job.state == state));
-        let order = |job: &Job| (std::cmp::Reverse(job.priority), job.run_at, job.id.clone());
-        jobs.sort_by(
-            |a, b| match (a.state == JobState::Failed, b.state == JobState::Failed) {
-                (false, false) => order(a).cmp(&order(b)),
-                (true, true) => b.id.cmp(&a.id),
-                (failed_a, _) => failed_a.cmp(&!failed_a),
-            },
-        );
-        Ok(jobs
-            .into_iter()
-            .skip(query.offset)
-            .take(query.limit)
-            .collect())
+        let jobs = readable(docs.into_iter().map(|d| job_from_doc(d, now)));
+        // ObjectIds in hex sort in creation order.
+        Ok(query.page(jobs, |id| id.clone()))
     }
 
     async fn count_jobs(&self) -> Result<Vec<JobCounts>> {

@@ -188,14 +188,6 @@ fn readable<T>(items: impl IntoIterator<Item = Result<Option<T>>>) -> Vec<T> {
         .collect()
 }
 
-fn claim_order(job: &Job) -> (std::cmp::Reverse<i32>, DateTime<Utc>, u64) {
-    (
-        std::cmp::Reverse(job.priority),
-        job.run_at,
-        job.id.as_str().parse().unwrap_or(u64::MAX),
-    )
-}
-
 impl RedisStore {
     /// Connects to `url` with the default prefix `dogs`.
     pub async fn connect(url: &str) -> Result<Self> {
@@ -692,25 +684,13 @@ impl JobStore for RedisStore {
             .await
             .map_err(|e| redis_error("listing jobs", e))?;
         let (now, hashes) = self.jobs_with_time(&ids).await?;
-        let mut jobs = readable(
+        let jobs = readable(
             ids.iter()
                 .zip(&hashes)
                 .filter(|(_, hash)| !hash.is_empty())
                 .map(|(id, hash)| job_from_hash(id, hash, now)),
         );
-        jobs.retain(|job| query.state.is_none_or(|state| job.state == state));
-        jobs.sort_by(
-            |a, b| match (a.state == JobState::Failed, b.state == JobState::Failed) {
-                (false, false) => claim_order(a).cmp(&claim_order(b)),
-                (true, true) => claim_order(b).2.cmp(&claim_order(a).2),
-                (failed_a, _) => failed_a.cmp(&!failed_a),
-            },
-        );
-        Ok(jobs
-            .into_iter()
-            .skip(query.offset)
-            .take(query.limit)
-            .collect())
+        Ok(query.page(jobs, |id| id.as_str().parse::<u64>().unwrap_or(u64::MAX)))
     }
 
     async fn count_jobs(&self) -> Result<Vec<JobCounts>> {
