@@ -6,8 +6,14 @@ use sqlx::{Executor, PgPool};
 use crate::error::db_error;
 
 /// The migrations, in order: (version, name, SQL with `{schema}` and `{channel}` placeholders).
-const MIGRATIONS: &[(i32, &str, &str)] =
-    &[(1, "schema", include_str!("migrations/001_schema.sql"))];
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "schema", include_str!("migrations/001_schema.sql")),
+    (
+        2,
+        "row wake-ups",
+        include_str!("migrations/002_row_wakeups.sql"),
+    ),
+];
 
 /// Applies the migrations `schema` lacks, in one transaction per migration, serialised across
 /// processes by an advisory lock on the schema name. Running it again changes nothing.

@@ -42,7 +42,7 @@ local out = { now, 0 }
 for i = 1, math.min(limit, #candidates) do
   local member, name, lock_ms = candidates[i][1], candidates[i][2], candidates[i][3]
   local id = tostring(tonumber(string.sub(member, -20)))
-  call('ZREM', key('ready', name), member)
+  later(later_zrem, key('ready', name), member)
   local job = load(id)
   if job then
     local was_stale = (job.token ~= nil) or (job.demoted == '1')
@@ -53,7 +53,7 @@ for i = 1, math.min(limit, #candidates) do
       state = 'running', tries = tries, demoted = '0', token = token,
       locked_until = locked_until, locked_by = ARGV[3],
     })
-    call('ZADD', key('leases'), locked_until, id)
+    later(later_zadd, key('leases'), locked_until, id)
     out[#out + 1] = cjson.encode({
       id = id, name = job.name, kind = job.kind, params = job.params,
       priority = job.priority, run_at = tostring(job.run_at), uid = job.uid,
@@ -63,5 +63,7 @@ for i = 1, math.min(limit, #candidates) do
     })
   end
 end
+-- One command per name and one for the leases, whatever the batch size.
+flush_later()
 out[2] = calls
 return out

@@ -12,7 +12,7 @@
 --   P:failed            zset: failed jobs, score = end of retention (ms)
 --   P:unique            hash: "<len>:<name><unique id>" -> id of the live job
 --   P:recurrent         hash: name -> id of the recurrent job
---   P:exec:<id>         hash: one execution record (json, name)
+--   P:exec:<id>         hash: one execution record (field json)
 --   P:execs:<name>      zset of the execution ids of one name, score = start (ms)
 --   P:exec_expiry       zset of execution ids, score = expiry (ms)
 --   P:wake              pub/sub channel: a job became due
@@ -135,7 +135,15 @@ end
 local function prune_executions(now, limit)
   local expired = call('ZRANGEBYSCORE', key('exec_expiry'), '-inf', now, 'LIMIT', 0, limit)
   for _, exec_id in ipairs(expired) do
-    local name = call('HGET', key('exec', exec_id), 'name')
+    -- The name is in the record's JSON (records stored by older versions also have a field).
+    local fields = call('HMGET', key('exec', exec_id), 'name', 'json')
+    local name = fields[1]
+    if not name and fields[2] then
+      local ok, record = pcall(cjson.decode, fields[2])
+      if ok and type(record) == 'table' and type(record.name) == 'string' then
+        name = record.name
+      end
+    end
     if name then
       call('ZREM', key('execs', name), exec_id)
     end
@@ -145,12 +153,43 @@ local function prune_executions(now, limit)
   return #expired
 end
 
--- Stores an execution record once per execution id.
-local function record_execution(exec_id, name, json, started, expires, now)
-  if call('HSETNX', key('exec', exec_id), 'json', json) == 1 then
-    call('HSET', key('exec', exec_id), 'name', name)
-    call('ZADD', key('execs', name), started, exec_id)
-    call('ZADD', key('exec_expiry'), expires, exec_id)
+-- Sorted-set writes gathered while a script runs and sent at its end with `flush_later`: one
+-- command per key however many jobs the script handles.
+local later_zrem, later_zadd = {}, {}
+
+local function later(t, k, ...)
+  local list = t[k]
+  if not list then
+    list = {}
+    t[k] = list
   end
-  prune_executions(now, 20)
+  for _, v in ipairs({...}) do
+    list[#list + 1] = v
+  end
+end
+
+local function flush_later()
+  -- In chunks, well below Lua's stack limit; an even size keeps ZADD's score-member pairs whole.
+  local CHUNK = 2000
+  for k, members in pairs(later_zrem) do
+    for first = 1, #members, CHUNK do
+      call('ZREM', k, unpack(members, first, math.min(#members, first + CHUNK - 1)))
+    end
+  end
+  for k, pairs_ in pairs(later_zadd) do
+    for first = 1, #pairs_, CHUNK do
+      call('ZADD', k, unpack(pairs_, first, math.min(#pairs_, first + CHUNK - 1)))
+    end
+  end
+  later_zrem, later_zadd = {}, {}
+end
+
+-- Stores an execution record once per execution id; its index entries are written by
+-- `flush_later`. The caller also prunes expired records once per script (`prune_executions`),
+-- so the records stored stay bounded by the retention.
+local function record_execution(exec_id, name, json, started, expires)
+  if call('HSETNX', key('exec', exec_id), 'json', json) == 1 then
+    later(later_zadd, key('execs', name), started, exec_id)
+    later(later_zadd, key('exec_expiry'), expires, exec_id)
+  end
 end

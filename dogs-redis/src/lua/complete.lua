@@ -11,6 +11,7 @@
 -- Returns per job 1, or 0 when its token is not current (nothing changed, nothing recorded).
 local now = now_ms()
 local woke = false
+local recorded = 0
 
 local function complete_one(b)
   local id, token, completion = ARGV[b], ARGV[b + 1], ARGV[b + 2]
@@ -19,10 +20,21 @@ local function complete_one(b)
   if not job or job.token ~= token or (job.state ~= 'running' and job.state ~= 'pending') then
     return 0
   end
-  unindex(id, job)
-  if completion == 'remove' then
+  if completion == 'remove' and job.state == 'running' then
+    -- The usual end of an execution, in as few commands as it takes: the index removals are
+    -- gathered for the whole batch.
+    later(later_zrem, key('leases'), id)
+    free_unique(id, job)
+    call('DEL', key('job', id))
+    later(later_zrem, key('jobs'), id)
+    later(later_zrem, key('byname', job.name), id)
+    if job.kind == 'recurrent' and call('HGET', key('recurrent'), job.name) == id then
+      call('HDEL', key('recurrent'), job.name)
+    end
+  elseif completion == 'remove' then
     delete_job(id, job)
   else
+    unindex(id, job)
     call('HDEL', key('job', id), 'token', 'locked_until', 'locked_by')
     job.token = nil
     if completion == 'reschedule' then
@@ -62,7 +74,8 @@ local function complete_one(b)
     end
   end
   if ARGV[b + 7] ~= '' then
-    record_execution(ARGV[b + 7], ARGV[b + 8], ARGV[b + 9], ARGV[b + 10], ARGV[b + 11], now)
+    record_execution(ARGV[b + 7], ARGV[b + 8], ARGV[b + 9], ARGV[b + 10], ARGV[b + 11])
+    recorded = recorded + 1
   end
   return 1
 end
@@ -70,6 +83,11 @@ end
 local out = {}
 for i = 0, tonumber(ARGV[2]) - 1 do
   out[#out + 1] = complete_one(3 + i * 12)
+end
+flush_later()
+if recorded > 0 then
+  -- Twice what was added, so expired records never pile up.
+  prune_executions(now, 2 * recorded)
 end
 if woke then
   wake()
