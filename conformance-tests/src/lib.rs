@@ -15,6 +15,7 @@ pub mod memory;
 pub mod mongo;
 pub mod postgres;
 pub mod redis;
+pub mod reliability;
 pub mod store_suite;
 pub mod support;
 pub mod worker_suite;

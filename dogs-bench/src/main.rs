@@ -10,6 +10,19 @@
 //! local servers `scripts/test` uses). Each run uses a fresh namespace, removed afterwards. Every
 //! figure is the median of the runs, with min and max.
 
+/// With the `mimalloc` feature, the process allocates through mimalloc instead of the system's
+/// allocator (the per-execution allocations of the worker loop are a large share of its cost).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// The global allocator this build measures with.
+const ALLOCATOR: &str = if cfg!(feature = "mimalloc") {
+    "mimalloc"
+} else {
+    "system"
+};
+
 mod backend;
 mod measure;
 mod scenarios;
@@ -80,13 +93,14 @@ async fn main() {
         }
     };
     println!(
-        "{} on {} ({} runs, {} cores shared by the store and the workers)",
+        "{} on {} ({} runs, {} cores shared by the store and the workers, {} allocator)",
         settings.scenario,
         settings.backend,
         settings.runs,
         std::thread::available_parallelism()
             .map(|n| n.get())
-            .unwrap_or(1)
+            .unwrap_or(1),
+        ALLOCATOR
     );
     println!(
         "{:<44} {:>12} {:>12} {:>12}  settings",
@@ -107,6 +121,7 @@ async fn main() {
             "scenario": settings.scenario,
             "backend": settings.backend,
             "runs": settings.runs,
+            "allocator": ALLOCATOR,
             "figures": figures,
         });
         if let Err(e) = std::fs::write(path, format!("{value:#}\n")) {

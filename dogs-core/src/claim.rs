@@ -161,3 +161,23 @@ pub struct Finish {
     /// Its execution record, if one is kept.
     pub execution: Option<crate::Execution>,
 }
+
+/// How long a claimed job whose record cannot be read stays visible as failed (7 days, the
+/// default failed-job retention).
+pub const UNREADABLE_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// What a store does with a job it claimed but cannot read (missing or wrongly typed fields,
+/// written by another version or by hand): logs the error and returns the completion that fails
+/// it for good, so it is never claimed again and stays visible with the reason. The claim goes
+/// on with the other jobs.
+pub fn unreadable_claim(lease: &Lease, error: &crate::Error) -> Completion {
+    tracing::error!(
+        job.id = %lease.job_id,
+        error = %error,
+        "a claimed job record cannot be read; it is failed for good"
+    );
+    Completion::Fail {
+        error: format!("unreadable record: {error}"),
+        retain_for: UNREADABLE_RETENTION,
+    }
+}

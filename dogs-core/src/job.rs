@@ -203,12 +203,15 @@ impl NewJob {
     ///
     /// Stores call this first in `schedule` and `schedule_many`, so every backend refuses the same
     /// input with the same [`ErrorKind`](crate::ErrorKind): `InvalidInput` for a bad name or unique
-    /// identifier, `TooLarge` for params over `max_params_bytes` once serialized.
+    /// identifier or params that some store cannot keep exactly (a NUL character, which
+    /// PostgreSQL's `jsonb` refuses; an integer above `i64::MAX`, which BSON cannot hold),
+    /// `TooLarge` for params over `max_params_bytes` once serialized.
     pub fn validate(&self, max_params_bytes: usize) -> Result<()> {
         validate_name(&self.name)?;
         if let Some(unique) = &self.unique_identifier {
             validate_text("unique identifier", unique, MAX_UNIQUE_IDENTIFIER_BYTES)?;
         }
+        validate_params(&self.name, &self.params)?;
         let size = params_size(&self.params);
         if size > max_params_bytes {
             return Err(Error::new(
@@ -220,6 +223,29 @@ impl NewJob {
             ));
         }
         Ok(())
+    }
+}
+
+/// Refuses params that not every store keeps exactly, so every backend takes the same params.
+fn validate_params(name: &str, params: &Value) -> Result<()> {
+    let refuse = |what: String| {
+        Err(Error::invalid_input(format!(
+            "params of job '{name}' contain {what}, which not every store can keep"
+        )))
+    };
+    match params {
+        Value::String(s) if s.contains('\0') => refuse("a NUL character in a string".into()),
+        Value::Number(n) if n.is_u64() && n.as_i64().is_none() => refuse(format!(
+            "the integer {n}, above the largest 64-bit signed integer"
+        )),
+        Value::Array(items) => items.iter().try_for_each(|v| validate_params(name, v)),
+        Value::Object(map) => map.iter().try_for_each(|(k, v)| {
+            if k.contains('\0') {
+                return refuse("a NUL character in a key".into());
+            }
+            validate_params(name, v)
+        }),
+        _ => Ok(()),
     }
 }
 

@@ -14,7 +14,10 @@ mod store;
 mod wakeup;
 mod worker;
 
-pub use claim::{ClaimName, ClaimRequest, ClaimedJob, Completion, Finish, Lease, LeaseToken};
+pub use claim::{
+    unreadable_claim, ClaimName, ClaimRequest, ClaimedJob, Completion, Finish, Lease, LeaseToken,
+    UNREADABLE_RETENTION,
+};
 pub use context::JobContext;
 pub use definition::{
     ErrorAction, EventJob, ExecutionFailure, HandlerError, JobDefinition, JobHandler, JobOptions,

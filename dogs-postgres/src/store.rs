@@ -379,6 +379,15 @@ impl PostgresStore {
 
     /// Runs a fenced write built by `write` (a statement that returns the job's id when the
     /// token was current) and, when it applied, stores `execution` in the same statement.
+    /// Fails a claimed job whose record cannot be read (see [`dogs_core::unreadable_claim`]).
+    async fn fail_unreadable(&self, lease: Lease, error: Error) -> Result<()> {
+        let completion = dogs_core::unreadable_claim(&lease, &error);
+        match self.fenced(&lease, completion, None).await {
+            Err(e) if e.kind() == ErrorKind::LockLost => Ok(()),
+            other => other,
+        }
+    }
+
     async fn fenced(
         &self,
         lease: &Lease,
@@ -627,6 +636,13 @@ fn tries_i32(tries: u32) -> i32 {
     i32::try_from(tries).unwrap_or(i32::MAX)
 }
 
+/// Reads `tries`, which a record written by hand may have negative.
+fn read_tries(row: &PgRow) -> Result<u32> {
+    let tries = get::<i32>(row, "tries")?;
+    u32::try_from(tries)
+        .map_err(|_| Error::new(ErrorKind::Corrupt, format!("tries is negative ({tries})")))
+}
+
 /// Reads a column, turning a missing or mistyped one into a `Corrupt` error.
 fn get<'r, T>(row: &'r PgRow, column: &str) -> Result<T>
 where
@@ -652,7 +668,7 @@ fn job_from_row(row: &PgRow, state: JobState) -> Result<Job> {
         priority: get(row, "priority")?,
         run_at: get(row, "run_at")?,
         unique_identifier: get(row, "unique_identifier")?,
-        tries: u32::try_from(get::<i32>(row, "tries")?).unwrap_or(0),
+        tries: read_tries(row)?,
         state,
         locked_until: get(row, "locked_until")?,
         locked_by: get(row, "locked_by")?,
@@ -682,7 +698,7 @@ fn execution_from_row(row: &PgRow) -> Result<Execution> {
         kind: JobKind::parse(&kind)
             .ok_or_else(|| Error::new(ErrorKind::Corrupt, format!("unknown job kind '{kind}'")))?,
         priority: get(row, "priority")?,
-        tries: u32::try_from(get::<i32>(row, "tries")?).unwrap_or(0),
+        tries: read_tries(row)?,
         unique_identifier: get(row, "unique_identifier")?,
         params: get(row, "params")?,
         started_at: get(row, "started_at")?,
@@ -700,6 +716,20 @@ fn execution_from_row(row: &PgRow) -> Result<Execution> {
         result: get(row, "result")?,
         worker_id: get(row, "worker_id")?,
         expires_at: get(row, "expires_at")?,
+    })
+}
+
+fn claimed_from_row(row: &PgRow) -> Result<ClaimedJob> {
+    let job = job_from_row(row, JobState::Running)?;
+    Ok(ClaimedJob {
+        lease: Lease {
+            job_id: job.id.clone(),
+            token: LeaseToken::new(get::<String>(row, "lease_token")?),
+        },
+        locked_until: get(row, "locked_until")?,
+        claimed_at: get(row, "claimed_at")?,
+        was_stale: get(row, "was_stale")?,
+        job,
     })
 }
 
@@ -849,19 +879,19 @@ impl JobStore for PostgresStore {
             .fetch_all(&mut *conn)
             .await
             .map_err(|e| db_error("claiming jobs", e))?;
+        drop(conn);
         let mut claimed = Vec::with_capacity(rows.len());
         for row in &rows {
-            let job = job_from_row(row, JobState::Running)?;
-            claimed.push(ClaimedJob {
-                lease: Lease {
-                    job_id: job.id.clone(),
-                    token: LeaseToken::new(get::<String>(row, "lease_token")?),
-                },
-                locked_until: get(row, "locked_until")?,
-                claimed_at: get(row, "claimed_at")?,
-                was_stale: get(row, "was_stale")?,
-                job,
-            });
+            match claimed_from_row(row) {
+                Ok(job) => claimed.push(job),
+                Err(e) => {
+                    let lease = Lease {
+                        job_id: JobId::new(get::<i64>(row, "id")?.to_string()),
+                        token: LeaseToken::new(get::<String>(row, "lease_token")?),
+                    };
+                    self.fail_unreadable(lease, e).await?;
+                }
+            }
         }
         claimed.sort_by_key(|c| {
             (

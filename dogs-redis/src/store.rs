@@ -91,8 +91,44 @@ struct ClaimedRecord {
     locked_until: String,
     locked_by: String,
     schedule_key: Option<String>,
-    created_at: String,
+    created_at: Option<String>,
     was_stale: bool,
+}
+
+/// A claimed job as the claim script reported it.
+fn claimed_from_record(record: ClaimedRecord, claimed_at: DateTime<Utc>) -> Result<ClaimedJob> {
+    let locked_until = from_millis(number(&record.locked_until, "locked_until")?);
+    let created_at = record
+        .created_at
+        .as_deref()
+        .ok_or_else(|| Error::new(ErrorKind::Corrupt, "Redis: a job has no 'created_at'"))?;
+    let job = Job {
+        id: JobId::new(record.id.clone()),
+        name: record.name,
+        kind: kind(&record.kind)?,
+        params: params(&record.params)?,
+        priority: number(&record.priority, "priority")?,
+        run_at: from_millis(number(&record.run_at, "run_at")?),
+        unique_identifier: record.uid,
+        tries: number(&record.tries, "tries")?,
+        state: JobState::Running,
+        locked_until: Some(locked_until),
+        locked_by: Some(record.locked_by),
+        last_error: None,
+        expires_at: None,
+        schedule_key: record.schedule_key,
+        created_at: from_millis(number(created_at, "created_at")?),
+    };
+    Ok(ClaimedJob {
+        lease: Lease {
+            job_id: job.id.clone(),
+            token: LeaseToken::new(record.token),
+        },
+        locked_until,
+        claimed_at,
+        was_stale: record.was_stale,
+        job,
+    })
 }
 
 fn number<T: std::str::FromStr>(text: &str, what: &str) -> Result<T> {
@@ -547,37 +583,35 @@ impl JobStore for RedisStore {
         for value in reply {
             let text: String =
                 redis::from_redis_value(value).map_err(|e| parse_error("a claimed job", e))?;
-            let record: ClaimedRecord = serde_json::from_str(&text).map_err(|e| {
+            let entry: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
                 Error::new(ErrorKind::Corrupt, "Redis: a claimed job cannot be read").with_source(e)
             })?;
-            let locked_until = from_millis(number(&record.locked_until, "locked_until")?);
-            let job = Job {
-                id: JobId::new(record.id.clone()),
-                name: record.name,
-                kind: kind(&record.kind)?,
-                params: params(&record.params)?,
-                priority: number(&record.priority, "priority")?,
-                run_at: from_millis(number(&record.run_at, "run_at")?),
-                unique_identifier: record.uid,
-                tries: number(&record.tries, "tries")?,
-                state: JobState::Running,
-                locked_until: Some(locked_until),
-                locked_by: Some(record.locked_by),
-                last_error: None,
-                expires_at: None,
-                schedule_key: record.schedule_key,
-                created_at: from_millis(number(&record.created_at, "created_at")?),
+            if let Some(id) = entry.get("unreadable") {
+                // The script failed it for good already; say so here.
+                tracing::error!(
+                    job.id = %id,
+                    error = %entry["error"],
+                    "a claimed job record cannot be read; it is failed for good"
+                );
+                continue;
+            }
+            let record: ClaimedRecord = serde_json::from_value(entry).map_err(|e| {
+                Error::new(ErrorKind::Corrupt, "Redis: a claimed job cannot be read").with_source(e)
+            })?;
+            let lease = Lease {
+                job_id: JobId::new(record.id.clone()),
+                token: LeaseToken::new(record.token.clone()),
             };
-            claimed.push(ClaimedJob {
-                lease: Lease {
-                    job_id: job.id.clone(),
-                    token: LeaseToken::new(record.token),
-                },
-                locked_until,
-                claimed_at,
-                was_stale: record.was_stale,
-                job,
-            });
+            match claimed_from_record(record, claimed_at) {
+                Ok(job) => claimed.push(job),
+                Err(e) => {
+                    let completion = dogs_core::unreadable_claim(&lease, &e);
+                    match self.complete(&lease, completion).await {
+                        Err(e) if e.kind() != ErrorKind::LockLost => return Err(e),
+                        _ => {}
+                    }
+                }
+            }
         }
         Ok(claimed)
     }

@@ -38,13 +38,44 @@ for i = 5, #ARGV, 2 do
 end
 table.sort(candidates, function(a, b) return a[1] < b[1] end)
 
+-- How long a record that cannot be read stays visible as failed (7 days).
+local UNREADABLE_RETENTION_MS = 7 * 24 * 3600 * 1000
+
+-- Why a job record cannot be claimed, or nil when it can.
+local function unreadable(job)
+  if not job then
+    return 'no job record'
+  end
+  for _, field in ipairs({ 'name', 'kind', 'params', 'state' }) do
+    if type(job[field]) ~= 'string' then
+      return 'no ' .. field
+    end
+  end
+  for _, field in ipairs({ 'priority', 'run_at', 'tries' }) do
+    if not tonumber(job[field]) then
+      return field .. ' is not a number'
+    end
+  end
+  return nil
+end
+
 local out = { now, 0 }
 for i = 1, math.min(limit, #candidates) do
   local member, name, lock_ms = candidates[i][1], candidates[i][2], candidates[i][3]
-  local id = tostring(tonumber(string.sub(member, -20)))
+  local id = text(tonumber(string.sub(member, -20)) or 0)
   later(later_zrem, key('ready', name), member)
   local job = load(id)
-  if job then
+  local problem = unreadable(job)
+  if problem then
+    -- Written by hand or by another version: failed for good, with the reason, and reported.
+    if job then
+      job.state = 'failed'
+      put(id, { state = 'failed', last_error = 'unreadable record: ' .. problem,
+        expires_at = now + UNREADABLE_RETENTION_MS })
+      call('ZADD', key('failed'), now + UNREADABLE_RETENTION_MS, id)
+    end
+    out[#out + 1] = cjson.encode({ unreadable = id, error = problem })
+  else
     local was_stale = (job.token ~= nil) or (job.demoted == '1')
     local token = ARGV[4] .. ':' .. id
     local tries = tonumber(job.tries) + 1
@@ -56,8 +87,8 @@ for i = 1, math.min(limit, #candidates) do
     later(later_zadd, key('leases'), locked_until, id)
     out[#out + 1] = cjson.encode({
       id = id, name = job.name, kind = job.kind, params = job.params,
-      priority = job.priority, run_at = tostring(job.run_at), uid = job.uid,
-      tries = tostring(tries), token = token, locked_until = tostring(locked_until),
+      priority = job.priority, run_at = text(job.run_at), uid = job.uid,
+      tries = text(tries), token = token, locked_until = text(locked_until),
       locked_by = ARGV[3], schedule_key = job.schedule_key, created_at = job.created_at,
       was_stale = was_stale,
     })

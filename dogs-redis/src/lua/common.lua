@@ -40,10 +40,11 @@ end
 
 -- Members of a ready set sort as the claim order: not demoted first, then priority (higher
 -- first), run time, id.
+-- A record that cannot be read sorts as priority 0 at time 0; the claim then fails it.
 local function ready_member(job, id)
-  local run_at = math.max(0, tonumber(job.run_at))
+  local run_at = math.max(0, tonumber(job.run_at) or 0)
   return (job.demoted == '1' and '1' or '0') .. ':'
-    .. string.format('%010d', 2147483647 - tonumber(job.priority)) .. ':'
+    .. string.format('%010d', 2147483647 - (tonumber(job.priority) or 0)) .. ':'
     .. string.format('%015d', run_at) .. ':'
     .. string.format('%020d', tonumber(id))
 end
@@ -88,12 +89,20 @@ local function index(id, job)
   return false
 end
 
+-- A value as stored: whole numbers in full (`tostring` would write 1e+14).
+local function text(value)
+  if type(value) == 'number' and value == math.floor(value) and math.abs(value) < 2^53 then
+    return string.format('%d', value)
+  end
+  return tostring(value)
+end
+
 -- Writes the given fields of a job.
 local function put(id, fields)
   local args = {}
   for field, value in pairs(fields) do
     args[#args + 1] = field
-    args[#args + 1] = tostring(value)
+    args[#args + 1] = text(value)
   end
   if #args > 0 then
     call('HSET', key('job', id), unpack(args))

@@ -1,0 +1,628 @@
+//! The fault scenarios: load, crash, store outage, clock skew, a handler far past its lease.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dogs_core::prelude::*;
+use dogs_core::{ClaimRequest, ErrorKind, ExecutionQuery, ExecutionStatus, JobStore, NewJob};
+use serde_json::{json, Value};
+
+use super::process::{log_summary, start_counts, Line, WorkerProcess, WorkerSpec};
+use super::servers::OwnServer;
+use super::{Env, StoreSettings};
+use crate::support::{schedule_new, wait_until};
+
+/// The soak settings, when `SOAK`, `SOAK_JOBS` or `SOAK_SECONDS` is set: the number of jobs
+/// (default 1,000,000) and the duration over which they are scheduled (default 30 minutes).
+pub fn soak() -> Option<(usize, Duration)> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    if var("SOAK").is_none() && var("SOAK_JOBS").is_none() && var("SOAK_SECONDS").is_none() {
+        return None;
+    }
+    let jobs = var("SOAK_JOBS")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let seconds = var("SOAK_SECONDS")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1800);
+    Some((jobs, Duration::from_secs(seconds)))
+}
+
+/// Jobs not yet finished (pending, running or failed) of `name`.
+async fn remaining(store: &dyn JobStore, name: &str) -> u64 {
+    store
+        .count_jobs()
+        .await
+        .map(|counts| {
+            counts
+                .iter()
+                .filter(|c| c.name == name)
+                .map(|c| c.pending + c.running + c.failed)
+                .sum()
+        })
+        .unwrap_or(u64::MAX)
+}
+
+/// Schedules `count` jobs of `name` in batches of 500 and returns their ids.
+async fn schedule_batch(
+    store: &dyn JobStore,
+    name: &str,
+    first: usize,
+    count: usize,
+) -> Vec<String> {
+    let jobs: Vec<NewJob> = (first..first + count)
+        .map(|i| NewJob::new(name, json!({ "n": i })))
+        .collect();
+    let mut ids = Vec::with_capacity(count);
+    for chunk in jobs.chunks(500) {
+        for outcome in store.schedule_many(chunk.to_vec()).await.unwrap() {
+            match outcome.unwrap() {
+                Scheduled::Created(id) => ids.push(id.to_string()),
+                other => panic!("expected a new job, got {other:?}"),
+            }
+        }
+    }
+    ids
+}
+
+fn assert_quiet_logs(workers: &[&WorkerProcess], max_problems: usize) {
+    for worker in workers {
+        let log = worker.log();
+        let (panics, problems) = log_summary(&log);
+        assert_eq!(panics, 0, "worker {} panicked:\n{log}", worker.label);
+        assert!(
+            problems <= max_problems,
+            "worker {} logged {problems} warnings and errors (at most {max_problems}):\n{log}",
+            worker.label
+        );
+    }
+}
+
+/// W-exactly-once across processes: 3 worker processes × 32 slots while 20,000 jobs are
+/// scheduled; every job runs exactly once, none is lost, none is left. With `SOAK`, the jobs are
+/// scheduled over the soak's duration and a worker process is killed and replaced every minute:
+/// then every job runs at least once, and a job runs again only after a crash (`was_stale`).
+pub async fn exactly_once_under_load(env: Env) {
+    if env.backend() == "memory" {
+        return exactly_once_in_process(env).await;
+    }
+    let soak = soak();
+    let (total, duration) = soak.unwrap_or((20_000, Duration::ZERO));
+    let store = env.store().await;
+    let spec = |i: usize| WorkerSpec {
+        lock: Duration::from_secs(5),
+        ..WorkerSpec::new(&format!("w{i}"), "work")
+    };
+    let mut workers: Vec<WorkerProcess> = (0..3)
+        .map(|i| WorkerProcess::start(&env, &spec(i)))
+        .collect();
+    let started = Instant::now();
+    let mut ids = Vec::with_capacity(total);
+    let mut next_kill = Duration::from_secs(60);
+    let mut spawned = 3;
+    let batch = 500;
+    while ids.len() < total {
+        let count = batch.min(total - ids.len());
+        ids.extend(schedule_batch(&*store, "work", ids.len(), count).await);
+        if soak.is_some() {
+            // Paced over the soak's duration; one worker killed and replaced every minute.
+            let due = duration.mul_f64(ids.len() as f64 / total as f64);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                tokio::time::sleep(wait).await;
+            }
+            if started.elapsed() >= next_kill {
+                next_kill += Duration::from_secs(60);
+                let victim = workers.remove(spawned % 3);
+                let label = victim.label.clone();
+                // Its execution log stays on disk for the final count.
+                let lines = victim.kill();
+                println!("soak: killed {label} after {} starts", lines.len());
+                workers.insert(spawned % 3, WorkerProcess::start(&env, &spec(spawned)));
+                spawned += 1;
+            }
+        }
+    }
+    let deadline = if soak.is_some() {
+        Duration::from_secs(900)
+    } else {
+        Duration::from_secs(240)
+    };
+    wait_until("every job has run and none is left", deadline, || async {
+        remaining(&*store, "work").await == 0
+    })
+    .await;
+    let elapsed = started.elapsed();
+    for worker in workers.drain(..) {
+        worker.stop(Duration::from_secs(30)).await;
+    }
+    // Every execution log, of live and killed workers alike.
+    let mut runs: HashMap<String, Vec<(u32, bool)>> = HashMap::new();
+    for i in 0..spawned {
+        for line in super::process::read_lines(&env.path(&format!("w{i}.out"))) {
+            if let Line::Start(id, tries, stale) = line {
+                runs.entry(id).or_default().push((tries, stale));
+            }
+        }
+    }
+    let lost: Vec<&String> = ids.iter().filter(|id| !runs.contains_key(*id)).collect();
+    let scheduled: HashSet<&String> = ids.iter().collect();
+    let unknown: Vec<&String> = runs.keys().filter(|id| !scheduled.contains(id)).collect();
+    let reruns = runs.values().filter(|r| r.len() > 1).count();
+    // A second run that is not marked as following a lost lease would be a duplicate.
+    let duplicated = runs
+        .values()
+        .filter(|r| r.iter().skip(1).any(|(tries, stale)| !*stale || *tries < 2))
+        .count();
+    println!(
+        "{}: {} jobs in {:.1} s, lost {}, duplicated {duplicated}, re-run after a crash {}, \
+         worker processes killed {}",
+        env.backend(),
+        ids.len(),
+        elapsed.as_secs_f64(),
+        lost.len(),
+        reruns - duplicated,
+        spawned - 3
+    );
+    assert!(
+        lost.is_empty(),
+        "{} jobs never ran: {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
+    assert!(
+        unknown.is_empty(),
+        "runs of jobs never scheduled: {unknown:?}"
+    );
+    assert_eq!(duplicated, 0, "jobs ran twice without a crash");
+    if soak.is_none() {
+        assert_eq!(
+            reruns, 0,
+            "with nothing crashing, every job runs exactly once"
+        );
+    }
+}
+
+/// The memory store lives in one process: three worker sets share it instead.
+async fn exactly_once_in_process(env: Env) {
+    let store = env.store().await;
+    let runs: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+    let mut sets = Vec::new();
+    for i in 0..3 {
+        let runs = Arc::clone(&runs);
+        let job = EventJob::new("work", move |_: Value, ctx: JobContext| {
+            let runs = Arc::clone(&runs);
+            async move {
+                *runs
+                    .lock()
+                    .unwrap()
+                    .entry(ctx.id().to_string())
+                    .or_insert(0) += 1;
+                Ok(())
+            }
+        });
+        let options = WorkerOptions {
+            workers_count: 32,
+            cooldown_period: Duration::ZERO,
+            worker_id: Some(format!("set{i}")),
+            ..Default::default()
+        };
+        sets.push(
+            start_workers(Arc::clone(&store), [job], options)
+                .await
+                .unwrap(),
+        );
+    }
+    let ids = schedule_batch(&*store, "work", 0, 20_000).await;
+    wait_until(
+        "every job has run and none is left",
+        Duration::from_secs(120),
+        || async { remaining(&*store, "work").await == 0 },
+    )
+    .await;
+    for set in sets {
+        set.stop().await;
+    }
+    let runs = runs.lock().unwrap().clone();
+    assert_eq!(runs.len(), ids.len(), "every job ran");
+    assert!(runs.values().all(|&n| n == 1), "each exactly once");
+    assert!(ids.iter().all(|id| runs.contains_key(id)), "none lost");
+}
+
+/// W-crash-recovery across processes: a worker process killed with SIGKILL while it holds 20
+/// running jobs; each runs again on another process once its lease ends, marked `was_stale`,
+/// and jobs scheduled after the crash run once; nothing is lost.
+pub async fn crash(env: Env) {
+    let store = env.store().await;
+    let lock = Duration::from_secs(2);
+    let holder = WorkerProcess::start(
+        &env,
+        &WorkerSpec {
+            mode: "hold",
+            lock,
+            ..WorkerSpec::new("holder", "work")
+        },
+    );
+    let held = schedule_batch(&*store, "work", 0, 20).await;
+    wait_until(
+        "the first worker runs all 20 jobs",
+        Duration::from_secs(60),
+        || async { holder.started().len() >= 20 },
+    )
+    .await;
+    let lines = holder.kill();
+    assert_eq!(
+        lines.len(),
+        20,
+        "the killed worker ran each held job once: {lines:?}"
+    );
+    let after = schedule_batch(&*store, "work", 20, 20).await;
+    let rescuer = WorkerProcess::start(
+        &env,
+        &WorkerSpec {
+            lock,
+            ..WorkerSpec::new("rescuer", "work")
+        },
+    );
+    wait_until(
+        "every job has run and none is left",
+        Duration::from_secs(60),
+        || async { remaining(&*store, "work").await == 0 && rescuer.started().len() >= 40 },
+    )
+    .await;
+    let runs: HashMap<String, Vec<(u32, bool)>> =
+        rescuer
+            .lines()
+            .into_iter()
+            .fold(HashMap::new(), |mut runs, line| {
+                if let Line::Start(id, tries, stale) = line {
+                    runs.entry(id).or_default().push((tries, stale));
+                }
+                runs
+            });
+    for id in &held {
+        assert_eq!(
+            runs.get(id),
+            Some(&vec![(2, true)]),
+            "a job the killed worker held runs again once, as its second try, marked was_stale"
+        );
+    }
+    for id in &after {
+        assert_eq!(
+            runs.get(id),
+            Some(&vec![(1, false)]),
+            "a later job runs once"
+        );
+    }
+    assert_eq!(runs.len(), 40, "nothing else ran");
+    assert_quiet_logs(&[&rescuer], 0);
+    rescuer.stop(Duration::from_secs(30)).await;
+}
+
+/// A store outage: the suite's own server is stopped for about 5 seconds while two worker
+/// processes run and jobs are scheduled; workers log, back off, reconnect and go on, without
+/// panics and without a tight error loop; scheduling during the outage fails with
+/// `Unavailable` in bounded time; every job accepted before, during or after runs.
+pub async fn store_outage(env: Env) {
+    let Some(mut server) = OwnServer::start(env.backend(), &env.dir).await else {
+        return;
+    };
+    let timeout = Duration::from_millis(1500);
+    let env = Env {
+        settings: StoreSettings {
+            url: server.url(),
+            timeout,
+            ..env.settings.clone()
+        },
+        ..env
+    };
+    let store = env.store().await;
+    let spec = |label: &str| WorkerSpec {
+        slots: 16,
+        lock: Duration::from_secs(3),
+        poll: Duration::from_millis(500),
+        timeout,
+        ..WorkerSpec::new(label, "work")
+    };
+    let mut workers = vec![
+        WorkerProcess::start(&env, &spec("a")),
+        WorkerProcess::start(&env, &spec("b")),
+    ];
+    let mut calls = Calls::default();
+    calls
+        .schedule_for(&*store, Duration::from_secs(2), false)
+        .await;
+    let before = calls.accepted.len();
+    server.stop();
+    let down_at = Instant::now();
+    calls
+        .schedule_for(&*store, Duration::from_secs(5), true)
+        .await;
+    let during = calls.accepted.len() - before;
+    server.restart().await;
+    let down_for = down_at.elapsed();
+    calls
+        .schedule_for(&*store, Duration::from_secs(3), false)
+        .await;
+    let Calls { accepted, refusals } = calls;
+    assert!(before > 0, "jobs were accepted before the outage");
+    assert_eq!(during, 0, "nothing is accepted while the server is down");
+    assert!(
+        !refusals.is_empty(),
+        "calls during the outage returned errors"
+    );
+    for (kind, took) in &refusals {
+        assert_eq!(*kind, ErrorKind::Unavailable, "an outage is Unavailable");
+        assert!(
+            *took < timeout + Duration::from_secs(3),
+            "a call during the outage returned within its timeout (took {took:?})"
+        );
+    }
+    wait_until(
+        "every accepted job has run",
+        Duration::from_secs(120),
+        || async {
+            let counts = start_counts(workers.iter());
+            accepted.iter().all(|id| counts.contains_key(id))
+                && remaining(&*store, "work").await == 0
+        },
+    )
+    .await;
+    for worker in &mut workers {
+        assert!(
+            worker.is_running(),
+            "worker {} is still running",
+            worker.label
+        );
+    }
+    let counts = start_counts(workers.iter());
+    let reruns = counts.values().filter(|&&n| n > 1).count();
+    println!(
+        "{}: server down {:.1} s; {} jobs accepted ({before} before the outage), {} calls \
+         refused during it, {reruns} re-run after the outage",
+        env.backend(),
+        down_for.as_secs_f64(),
+        accepted.len(),
+        refusals.len()
+    );
+    // Backing off from 100 ms up to 5 s, a worker logs a few dozen lines over a 5 s outage; a
+    // tight loop would log thousands.
+    assert_quiet_logs(&workers.iter().collect::<Vec<_>>(), 100);
+    for worker in workers {
+        worker.stop(Duration::from_secs(30)).await;
+    }
+}
+
+/// The outcome of scheduling calls around an outage.
+#[derive(Default)]
+struct Calls {
+    accepted: Vec<String>,
+    refusals: Vec<(ErrorKind, Duration)>,
+}
+
+impl Calls {
+    /// Schedules one job every 10 ms for `how_long`; errors count as refusals during an outage.
+    async fn schedule_for(&mut self, store: &dyn JobStore, how_long: Duration, outage: bool) {
+        let end = Instant::now() + how_long;
+        while Instant::now() < end {
+            let asked = Instant::now();
+            match store.schedule(NewJob::new("work", json!({}))).await {
+                Ok(Scheduled::Created(id)) => self.accepted.push(id.to_string()),
+                Ok(other) => panic!("unexpected {other:?}"),
+                Err(e) if outage => self.refusals.push((e.kind(), asked.elapsed())),
+                Err(e) => println!("scheduling failed while the server came back: {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+fn fake_clock(offset: &str) -> Vec<(String, String)> {
+    vec![
+        ("LD_PRELOAD".into(), super::servers::libfaketime()),
+        ("FAKETIME".into(), offset.into()),
+        ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
+        ("FAKETIME_DONT_RESET".into(), "1".into()),
+    ]
+}
+
+/// Clock skew: worker processes whose clocks are ten minutes ahead and ten minutes behind run
+/// due jobs, but neither steals a live lease nor runs a job due in a minute: the store's clock
+/// decides.
+pub async fn clock_skew(env: Env) {
+    let store = env.store().await;
+    let mut workers = Vec::new();
+    for (label, offset) in [("ahead", "+10m"), ("behind", "-10m")] {
+        let name = format!("skew_{label}");
+        // Live leases (held by this test) and jobs due in a minute.
+        let mut held = Vec::new();
+        for i in 0..3 {
+            schedule_new(&*store, NewJob::new(name.as_str(), json!({ "held": i }))).await;
+        }
+        let claimed = store
+            .claim(
+                &ClaimRequest::new([name.as_str()], Duration::from_secs(60), 3).worker_id("test"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 3);
+        held.extend(claimed);
+        let mut future = Vec::new();
+        for i in 0..3 {
+            future.push(
+                schedule_new(
+                    &*store,
+                    NewJob::new(name.as_str(), json!({ "future": i }))
+                        .run_at(RunAt::In(Duration::from_secs(60))),
+                )
+                .await,
+            );
+        }
+        let worker = WorkerProcess::start(
+            &env,
+            &WorkerSpec {
+                slots: 8,
+                poll: Duration::from_millis(100),
+                env: fake_clock(offset),
+                ..WorkerSpec::new(label, &name)
+            },
+        );
+        let log = worker.log();
+        workers.push((worker, name, held, future, log));
+    }
+    // Due jobs, in two rounds a few seconds apart: each worker claims many times meanwhile.
+    for round in 0..2 {
+        let mut due = Vec::new();
+        for (_, name, ..) in &workers {
+            for i in 0..10 {
+                due.push((
+                    name.clone(),
+                    schedule_new(
+                        &*store,
+                        NewJob::new(name.as_str(), json!({ "due": i, "round": round })),
+                    )
+                    .await
+                    .to_string(),
+                ));
+            }
+        }
+        wait_until(
+            "the skewed workers run every due job",
+            Duration::from_secs(30),
+            || async {
+                due.iter().all(|(name, id)| {
+                    workers
+                        .iter()
+                        .any(|(w, n, ..)| n == name && w.started().contains(id))
+                })
+            },
+        )
+        .await;
+        if round == 0 {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        }
+    }
+    for (worker, name, held, future, _) in workers {
+        let ran: HashSet<String> = worker.started().into_iter().collect();
+        assert_eq!(ran.len(), 20, "{name}: only the due jobs ran, once each");
+        for claimed in &held {
+            assert!(
+                !ran.contains(claimed.job.id.as_str()),
+                "{name}: a live lease was stolen"
+            );
+            store
+                .complete(&claimed.lease, dogs_core::Completion::Remove)
+                .await
+                .unwrap_or_else(|e| panic!("{name}: the lease held by the test was lost: {e}"));
+        }
+        for id in &future {
+            assert!(
+                !ran.contains(id.as_str()),
+                "{name}: a job due in a minute ran early"
+            );
+            let job = store.get_job(id).await.unwrap().unwrap();
+            assert_eq!(
+                job.state,
+                dogs_core::JobState::Pending,
+                "{name}: still waiting"
+            );
+        }
+        assert_quiet_logs(&[&worker], 0);
+        worker.stop(Duration::from_secs(30)).await;
+    }
+}
+
+/// W-stale-detected across processes: a handler blocks its thread far past its lease and cannot
+/// be stopped; its worker declares it stale, the job runs again once, on another process, marked
+/// `was_stale`, and the late handler's success is never applied.
+pub async fn slow_handler(env: Env) {
+    let store = env.store().await;
+    let mut slow = WorkerProcess::start(
+        &env,
+        &WorkerSpec {
+            mode: "slow",
+            slots: 4,
+            lock: Duration::from_millis(1500),
+            slow: Duration::from_secs(6),
+            ..WorkerSpec::new("slow", "work")
+        },
+    );
+    let ids: Vec<String> = schedule_batch(&*store, "work", 0, 2).await;
+    wait_until(
+        "the slow worker starts both jobs",
+        Duration::from_secs(30),
+        || async { slow.started().len() >= 2 },
+    )
+    .await;
+    // It claims nothing more, and waits for its executions.
+    slow.request_stop();
+    let other = WorkerProcess::start(
+        &env,
+        &WorkerSpec {
+            lock: Duration::from_millis(1500),
+            ..WorkerSpec::new("other", "work")
+        },
+    );
+    wait_until(
+        "the jobs run again elsewhere and are done",
+        Duration::from_secs(60),
+        || async { other.started().len() >= 2 && remaining(&*store, "work").await == 0 },
+    )
+    .await;
+    wait_until(
+        "the slow handlers return, late",
+        Duration::from_secs(30),
+        || async {
+            slow.lines()
+                .iter()
+                .filter(|l| matches!(l, Line::Late(_)))
+                .count()
+                >= 2
+        },
+    )
+    .await;
+    slow.wait_exit(Duration::from_secs(30)).await;
+    for line in other.lines() {
+        let Line::Start(id, tries, stale) = line else {
+            continue;
+        };
+        assert!(ids.contains(&id));
+        assert_eq!(
+            (tries, stale),
+            (2, true),
+            "the re-run is the second try, marked was_stale"
+        );
+    }
+    assert_eq!(other.started().len(), 2, "each job ran once elsewhere");
+    // The late success changed nothing: each job has one stale and one successful record.
+    let records = store
+        .executions(&ExecutionQuery::name("work").limit(100))
+        .await
+        .unwrap();
+    for id in &ids {
+        let mut of_job: Vec<(ExecutionStatus, String)> = records
+            .iter()
+            .filter(|e| e.job_id.as_str() == id)
+            .map(|e| (e.status, e.worker_id.clone()))
+            .collect();
+        of_job.sort_by_key(|(_, worker)| worker.clone());
+        assert_eq!(
+            of_job,
+            vec![
+                (ExecutionStatus::Success, "other".to_owned()),
+                (ExecutionStatus::Stale, "slow".to_owned())
+            ],
+            "job {id}"
+        );
+        assert!(
+            store.get_job(&id.as_str().into()).await.unwrap().is_none(),
+            "done"
+        );
+    }
+    assert_eq!(
+        remaining(&*store, "work").await,
+        0,
+        "the late result resurrected nothing"
+    );
+    other.stop(Duration::from_secs(30)).await;
+}
