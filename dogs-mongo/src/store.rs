@@ -605,7 +605,13 @@ impl MongoStore {
             "locked_until": locked_until,
             "locked_by": &request.worker_id,
             "demoted": false,
-            "tries": { "$add": ["$tries", 1] },
+            // A count written by hand as something else stays as it is, so the update goes
+            // through and the read back fails that one job alone.
+            "tries": { "$cond": [
+                { "$in": [{ "$type": "$tries" }, ["int", "long", "double", "decimal"]] },
+                { "$add": ["$tries", 1] },
+                "$tries",
+            ] },
         } }];
         self.inner
             .jobs
@@ -891,7 +897,26 @@ impl JobStore for MongoStore {
                 break;
             }
         }
-        let mut claimed = readable(won.into_iter().map(|d| claimed_from_doc(d, now).map(Some)));
+        let mut claimed = Vec::with_capacity(won.len());
+        for doc in won {
+            let lease = match (doc.get_object_id("_id"), doc.get_str("token")) {
+                (Ok(id), Ok(token)) => Lease {
+                    job_id: JobId::new(id.to_hex()),
+                    token: LeaseToken::new(token),
+                },
+                _ => continue,
+            };
+            match claimed_from_doc(doc, now) {
+                Ok(job) => claimed.push(job),
+                Err(e) => {
+                    let completion = dogs_core::unreadable_claim(&lease, &e);
+                    match self.fenced(&lease, completion).await {
+                        Err(e) if e.kind() != ErrorKind::LockLost => return Err(e),
+                        _ => {}
+                    }
+                }
+            }
+        }
         claimed.sort_by_key(|c| {
             (
                 c.was_stale,

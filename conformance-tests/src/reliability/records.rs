@@ -126,7 +126,9 @@ async fn write_bad_records(env: &Env, name: &str) -> usize {
                 .unwrap();
             let jobs = client
                 .database(&env.namespace)
-                .collection::<dogs_mongo::mongodb::bson::Document>("jobs");
+                .collection::<dogs_mongo::mongodb::bson::Document>(
+                    dogs_mongo::DEFAULT_JOBS_COLLECTION,
+                );
             let now = DateTime::now();
             let docs = vec![
                 // tries is text
