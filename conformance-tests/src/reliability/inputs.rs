@@ -288,9 +288,7 @@ where
     });
     let outcome = tokio::task::block_in_place(|| {
         runner.run(&strategy, |value| {
-            handle
-                .block_on(check(value))
-                .map_err(|e| TestCaseError::fail(e))
+            handle.block_on(check(value)).map_err(TestCaseError::fail)
         })
     });
     if let Err(e) = outcome {
