@@ -157,7 +157,8 @@ fn run_case(backend: Arc<dyn Backend>, case: Case) -> Result<(), Failed> {
     })
 }
 
-fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
+/// The text of a caught panic.
+pub(crate) fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
     panic
         .downcast_ref::<String>()
         .cloned()

@@ -167,17 +167,26 @@ pub struct Finish {
 pub const UNREADABLE_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// What a store does with a job it claimed but cannot read (missing or wrongly typed fields,
-/// written by another version or by hand): logs the error and returns the completion that fails
-/// it for good, so it is never claimed again and stays visible with the reason. The claim goes
-/// on with the other jobs.
-pub fn unreadable_claim(lease: &Lease, error: &crate::Error) -> Completion {
+/// written by another version or by hand): logs the error and fails the job for good through
+/// [`complete`](crate::JobStore::complete), with the reason as its error, so it is never claimed
+/// again and stays visible for [`UNREADABLE_RETENTION`]. A lease already lost is not an error.
+/// The claim goes on with the other jobs.
+pub async fn fail_unreadable<S: crate::JobStore + ?Sized>(
+    store: &S,
+    lease: &Lease,
+    error: &crate::Error,
+) -> crate::Result<()> {
     tracing::error!(
         job.id = %lease.job_id,
         error = %error,
         "a claimed job record cannot be read; it is failed for good"
     );
-    Completion::Fail {
+    let completion = Completion::Fail {
         error: format!("unreadable record: {error}"),
         retain_for: UNREADABLE_RETENTION,
+    };
+    match store.complete(lease, completion).await {
+        Err(e) if e.kind() == crate::ErrorKind::LockLost => Ok(()),
+        other => other,
     }
 }

@@ -15,7 +15,7 @@ mod wakeup;
 mod worker;
 
 pub use claim::{
-    unreadable_claim, ClaimName, ClaimRequest, ClaimedJob, Completion, Finish, Lease, LeaseToken,
+    fail_unreadable, ClaimName, ClaimRequest, ClaimedJob, Completion, Finish, Lease, LeaseToken,
     UNREADABLE_RETENTION,
 };
 pub use context::JobContext;

@@ -78,6 +78,9 @@ pub trait JobStore: Send + Sync + 'static {
     /// - Each claim adds one to `tries` and returns the new value (S-claim-counts-tries).
     /// - A job whose lease ran out is claimable again, with `was_stale` set (S-lease-expiry); each
     ///   claim hands out a new token, so the previous holder's is no longer current (S-fencing).
+    /// - A leased record that cannot be read (written by hand or by another version) is failed
+    ///   for good with [`fail_unreadable`](crate::fail_unreadable) and left out; the claim returns
+    ///   the others (reliability suite: `bad_records`).
     async fn claim(&self, request: &ClaimRequest) -> Result<Vec<ClaimedJob>>;
 
     /// Moves the end of a live lease to the store's now + `lock_time`.

@@ -908,13 +908,7 @@ impl JobStore for MongoStore {
             };
             match claimed_from_doc(doc, now) {
                 Ok(job) => claimed.push(job),
-                Err(e) => {
-                    let completion = dogs_core::unreadable_claim(&lease, &e);
-                    match self.fenced(&lease, completion).await {
-                        Err(e) if e.kind() != ErrorKind::LockLost => return Err(e),
-                        _ => {}
-                    }
-                }
+                Err(e) => dogs_core::fail_unreadable(self, &lease, &e).await?,
             }
         }
         claimed.sort_by_key(|c| {

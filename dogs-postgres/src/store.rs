@@ -379,15 +379,6 @@ impl PostgresStore {
 
     /// Runs a fenced write built by `write` (a statement that returns the job's id when the
     /// token was current) and, when it applied, stores `execution` in the same statement.
-    /// Fails a claimed job whose record cannot be read (see [`dogs_core::unreadable_claim`]).
-    async fn fail_unreadable(&self, lease: Lease, error: Error) -> Result<()> {
-        let completion = dogs_core::unreadable_claim(&lease, &error);
-        match self.fenced(&lease, completion, None).await {
-            Err(e) if e.kind() == ErrorKind::LockLost => Ok(()),
-            other => other,
-        }
-    }
-
     async fn fenced(
         &self,
         lease: &Lease,
@@ -889,7 +880,7 @@ impl JobStore for PostgresStore {
                         job_id: JobId::new(get::<i64>(row, "id")?.to_string()),
                         token: LeaseToken::new(get::<String>(row, "lease_token")?),
                     };
-                    self.fail_unreadable(lease, e).await?;
+                    dogs_core::fail_unreadable(self, &lease, &e).await?;
                 }
             }
         }

@@ -604,13 +604,7 @@ impl JobStore for RedisStore {
             };
             match claimed_from_record(record, claimed_at) {
                 Ok(job) => claimed.push(job),
-                Err(e) => {
-                    let completion = dogs_core::unreadable_claim(&lease, &e);
-                    match self.complete(&lease, completion).await {
-                        Err(e) if e.kind() != ErrorKind::LockLost => return Err(e),
-                        _ => {}
-                    }
-                }
+                Err(e) => dogs_core::fail_unreadable(self, &lease, &e).await?,
             }
         }
         Ok(claimed)

@@ -15,7 +15,8 @@
 //! - `slow`: on its first try blocks its thread for `--slow-ms`, ignoring cancellation (a handler
 //!   that cannot be stopped), then returns success.
 //!
-//! Prints `ready` on standard output once the workers run; exits 0 after a graceful stop.
+//! Prints `ready <its clock, in Unix milliseconds>` on standard output once the workers run;
+//! exits 0 after a graceful stop.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::fs::File;
@@ -200,7 +201,8 @@ async fn run(args: Args) -> i32 {
             return 1;
         }
     };
-    println!("ready");
+    // With this process's own idea of the time, so the suite can check a skewed clock took.
+    println!("ready {}", chrono::Utc::now().timestamp_millis());
     let _ = std::io::stdout().flush();
     // Runs until standard input closes.
     let (closed_tx, closed_rx) = tokio::sync::oneshot::channel::<()>();

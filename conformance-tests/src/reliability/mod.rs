@@ -262,7 +262,7 @@ fn run_scenario(
         let cleanup = cleanup(&settings, &namespace).await;
         match outcome {
             Err(_) => Err(Failed::from(format!("timed out after {timeout:?}"))),
-            Ok(Err(panic)) => Err(Failed::from(panic_message(panic))),
+            Ok(Err(panic)) => Err(Failed::from(crate::harness::panic_message(panic))),
             Ok(Ok(())) => cleanup.map_err(|e| Failed::from(format!("cleanup failed: {e}"))),
         }
     });
@@ -294,12 +294,4 @@ async fn cleanup(settings: &StoreSettings, namespace: &str) -> Result<()> {
         }
         _ => Ok(()),
     }
-}
-
-fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
-    panic
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-        .unwrap_or_else(|| "the scenario panicked".to_owned())
 }

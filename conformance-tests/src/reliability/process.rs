@@ -56,6 +56,10 @@ impl WorkerSpec {
 pub struct WorkerProcess {
     /// Its label.
     pub label: String,
+    /// How far its clock was from this process's when it started.
+    pub clock_offset: Duration,
+    /// Whether its clock was ahead (or equal).
+    pub clock_ahead: bool,
     child: Child,
     stdin: Option<ChildStdin>,
     out: PathBuf,
@@ -107,7 +111,11 @@ impl WorkerProcess {
         let stdout = child.stdout.take().unwrap();
         let mut first = String::new();
         let _ = BufReader::new(stdout).read_line(&mut first);
-        if first.trim() != "ready" {
+        let clock = first
+            .trim()
+            .strip_prefix("ready ")
+            .and_then(|ms| ms.parse::<i64>().ok());
+        let Some(clock) = clock else {
             let _ = child.kill();
             let _ = child.wait();
             panic!(
@@ -115,9 +123,13 @@ impl WorkerProcess {
                 spec.label,
                 std::fs::read_to_string(&log).unwrap_or_default()
             );
-        }
+        };
         WorkerProcess {
             label: spec.label.clone(),
+            clock_offset: Duration::from_millis(
+                (clock - chrono::Utc::now().timestamp_millis()).unsigned_abs(),
+            ),
+            clock_ahead: clock >= chrono::Utc::now().timestamp_millis(),
             stdin: child.stdin.take(),
             child,
             out,

@@ -406,7 +406,8 @@ impl Calls {
         let end = Instant::now() + how_long;
         while Instant::now() < end {
             let asked = Instant::now();
-            match store.schedule(NewJob::new("work", json!({}))).await {
+            match schedule_job_by_name(store, "work", &json!({}), ScheduleOptions::default()).await
+            {
                 Ok(Scheduled::Created(id)) => self.accepted.push(id.to_string()),
                 Ok(other) => panic!("unexpected {other:?}"),
                 Err(e) if outage => self.refusals.push((e.kind(), asked.elapsed())),
@@ -466,6 +467,17 @@ pub async fn clock_skew(env: Env) {
                 env: fake_clock(offset),
                 ..WorkerSpec::new(label, &name)
             },
+        );
+        // The fake clock took: the worker's clock is ten minutes off, as asked.
+        let off = worker.clock_offset.as_secs_f64();
+        assert!(
+            (off - 600.0).abs() < 60.0 && worker.clock_ahead == (label == "ahead"),
+            "worker {label}: its clock is {off:.0} s {} (libfaketime not in effect?)",
+            if worker.clock_ahead {
+                "ahead"
+            } else {
+                "behind"
+            }
         );
         let log = worker.log();
         workers.push((worker, name, held, future, log));

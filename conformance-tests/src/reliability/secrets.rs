@@ -50,7 +50,7 @@ pub async fn secrets(env: Env) {
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
     let mut shown = Vec::new();
-    for url in urls(&env) {
+    for (i, url) in urls(&env).into_iter().enumerate() {
         let outcome = match env.backend() {
             "postgres" => {
                 let builder = dogs_postgres::PostgresStore::builder()
@@ -80,6 +80,13 @@ pub async fn secrets(env: Env) {
         match outcome {
             Ok(store) => shown.push(store),
             Err(e) => {
+                if i == 0 {
+                    assert_eq!(
+                        e.kind(),
+                        dogs_core::ErrorKind::Unavailable,
+                        "nothing listens: {e}"
+                    );
+                }
                 assert!(
                     e.to_string().contains("127.0.0.1"),
                     "the error names the address: {e}"
