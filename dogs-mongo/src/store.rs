@@ -391,6 +391,7 @@ impl MongoStore {
                 "find": self.inner.jobs.name(),
                 "filter": candidates_filter(names, now),
                 "sort": claim_sort(),
+                "hint": "claim",
                 "limit": limit,
             },
             "verbosity": "queryPlanner",
@@ -568,6 +569,9 @@ impl MongoStore {
             .jobs
             .find(candidates_filter(names, now))
             .sort(claim_sort())
+            // The partial index of pending jobs; a planner that tried `by_name` first would read
+            // every job of the name, future ones included.
+            .hint(mongodb::options::Hint::Name("claim".to_owned()))
             .limit(limit)
             .projection(doc! { "_id": 1 })
             .await
