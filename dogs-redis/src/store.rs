@@ -76,9 +76,14 @@ fn run_at_args(run_at: RunAt) -> (String, i64) {
     }
 }
 
-/// A job as the claim script reports it.
+/// A job as the claim script reports it, or (`unreadable`, `error`) a record it failed for good
+/// because it could not read it.
 #[derive(Deserialize)]
+#[serde(default)]
+#[derive(Default)]
 struct ClaimedRecord {
+    unreadable: Option<String>,
+    error: Option<String>,
     id: String,
     name: String,
     kind: String,
@@ -583,21 +588,18 @@ impl JobStore for RedisStore {
         for value in reply {
             let text: String =
                 redis::from_redis_value(value).map_err(|e| parse_error("a claimed job", e))?;
-            let entry: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+            let record: ClaimedRecord = serde_json::from_str(&text).map_err(|e| {
                 Error::new(ErrorKind::Corrupt, "Redis: a claimed job cannot be read").with_source(e)
             })?;
-            if let Some(id) = entry.get("unreadable") {
+            if let Some(id) = &record.unreadable {
                 // The script failed it for good already; say so here.
                 tracing::error!(
                     job.id = %id,
-                    error = %entry["error"],
+                    error = record.error.as_deref().unwrap_or_default(),
                     "a claimed job record cannot be read; it is failed for good"
                 );
                 continue;
             }
-            let record: ClaimedRecord = serde_json::from_value(entry).map_err(|e| {
-                Error::new(ErrorKind::Corrupt, "Redis: a claimed job cannot be read").with_source(e)
-            })?;
             let lease = Lease {
                 job_id: JobId::new(record.id.clone()),
                 token: LeaseToken::new(record.token.clone()),

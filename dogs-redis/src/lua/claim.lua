@@ -42,18 +42,20 @@ table.sort(candidates, function(a, b) return a[1] < b[1] end)
 local UNREADABLE_RETENTION_MS = 7 * 24 * 3600 * 1000
 
 -- Why a job record cannot be claimed, or nil when it can.
+local TEXT_FIELDS = { 'name', 'kind', 'params', 'state' }
+local NUMBER_FIELDS = { 'priority', 'run_at', 'tries' }
 local function unreadable(job)
   if not job then
     return 'no job record'
   end
-  for _, field in ipairs({ 'name', 'kind', 'params', 'state' }) do
-    if type(job[field]) ~= 'string' then
-      return 'no ' .. field
+  for i = 1, #TEXT_FIELDS do
+    if type(job[TEXT_FIELDS[i]]) ~= 'string' then
+      return 'no ' .. TEXT_FIELDS[i]
     end
   end
-  for _, field in ipairs({ 'priority', 'run_at', 'tries' }) do
-    if not tonumber(job[field]) then
-      return field .. ' is not a number'
+  for i = 1, #NUMBER_FIELDS do
+    if not tonumber(job[NUMBER_FIELDS[i]]) then
+      return NUMBER_FIELDS[i] .. ' is not a number'
     end
   end
   return nil
