@@ -143,7 +143,7 @@ pub fn scenarios() -> Vec<Scenario> {
         scenario!("crash", SHARED, s::crash),
         scenario!("store_outage", SHARED, s::store_outage),
         scenario!("clock_skew", SHARED, s::clock_skew),
-        scenario!("slow_handler", SHARED, s::slow_handler),
+        scenario!("slow_handler", ALL, s::slow_handler),
         scenario!("hostile_strings", ALL, inputs::hostile_strings),
         scenario!("large_params", ALL, inputs::large_params),
         scenario!("bad_records", SHARED, records::bad_records),
