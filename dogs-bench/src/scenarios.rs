@@ -114,7 +114,7 @@ async fn fill_depth(store: &dyn JobStore, future: usize, failed: usize) -> Outco
         if claimed.is_empty() {
             return Ok(());
         }
-        let finishes = claimed
+        let mut finishes: Vec<Finish> = claimed
             .into_iter()
             .map(|c| Finish {
                 lease: c.lease,
@@ -125,8 +125,18 @@ async fn fill_depth(store: &dyn JobStore, future: usize, failed: usize) -> Outco
                 execution: None,
             })
             .collect();
-        for outcome in store.finish_many(finishes).await? {
-            outcome?;
+        // In 8 concurrent calls, so a store that saves outcomes one by one fills in reasonable
+        // time (filling is not measured).
+        let chunk = finishes.len().div_ceil(8);
+        let mut calls = Vec::new();
+        while !finishes.is_empty() {
+            let rest = finishes.split_off(chunk.min(finishes.len()));
+            calls.push(store.finish_many(std::mem::replace(&mut finishes, rest)));
+        }
+        for outcomes in futures::future::join_all(calls).await {
+            for outcome in outcomes? {
+                outcome?;
+            }
         }
     }
 }
