@@ -3,8 +3,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use dogs_core::{Error, JobStore, Result};
-use dogs_redis::redis;
+use dogs_core::{JobStore, Result};
 use dogs_redis::RedisStore;
 
 use crate::backend::Backend;
@@ -38,37 +37,13 @@ impl Backend for RedisBackend {
     }
 
     async fn cleanup(&self, namespace: &str) -> Result<()> {
-        let fail =
-            |e: redis::RedisError| Error::unavailable("cleaning up a test prefix").with_source(e);
-        let client = redis::Client::open(self.url.as_str()).map_err(fail)?;
-        let mut conn = client
-            .get_multiplexed_async_connection()
+        RedisStore::builder()
+            .url(&self.url)
+            .prefix(namespace)
+            .connect()
+            .await?
+            .remove_all()
             .await
-            .map_err(fail)?;
-        let pattern = format!("{{{namespace}}}:*");
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut conn)
-                .await
-                .map_err(fail)?;
-            if !keys.is_empty() {
-                let _: i64 = redis::cmd("DEL")
-                    .arg(&keys)
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(fail)?;
-            }
-            if next == 0 {
-                return Ok(());
-            }
-            cursor = next;
-        }
     }
 }
 

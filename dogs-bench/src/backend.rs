@@ -83,38 +83,13 @@ impl Backend {
                 .map_err(|e| fail(e.to_string()))
             }
             Backend::Redis(url) => {
-                use dogs_redis::redis;
-                let client = redis::Client::open(url.as_str()).map_err(|e| fail(e.to_string()))?;
-                let mut conn = client
-                    .get_multiplexed_async_connection()
+                dogs_redis::RedisStore::builder()
+                    .url(url)
+                    .prefix(namespace)
+                    .connect()
+                    .await?
+                    .remove_all()
                     .await
-                    .map_err(|e| fail(e.to_string()))?;
-                // SCAN in steps, so a namespace of millions of keys never blocks the server.
-                let pattern = format!("{{{namespace}}}:*");
-                let mut cursor: u64 = 0;
-                loop {
-                    let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(&pattern)
-                        .arg("COUNT")
-                        .arg(10_000)
-                        .query_async(&mut conn)
-                        .await
-                        .map_err(|e| fail(e.to_string()))?;
-                    if !keys.is_empty() {
-                        let _: i64 = redis::cmd("UNLINK")
-                            .arg(&keys)
-                            .query_async(&mut conn)
-                            .await
-                            .map_err(|e| fail(e.to_string()))?;
-                    }
-                    if next == 0 {
-                        break;
-                    }
-                    cursor = next;
-                }
-                Ok(())
             }
             Backend::Mongo(url) => {
                 let client = dogs_mongo::mongodb::Client::with_uri_str(url)

@@ -78,9 +78,8 @@ fn run_at_args(run_at: RunAt) -> (String, i64) {
 
 /// A job as the claim script reports it, or (`unreadable`, `error`) a record it failed for good
 /// because it could not read it.
-#[derive(Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(default)]
-#[derive(Default)]
 struct ClaimedRecord {
     unreadable: Option<String>,
     error: Option<String>,
@@ -286,6 +285,37 @@ impl RedisStore {
 
     fn conn(&self) -> ConnectionManager {
         self.inner.conn.clone()
+    }
+
+    /// Removes every key of this store's prefix: its jobs, execution records and indexes. Keys
+    /// are found with `SCAN` and removed with `UNLINK` in steps, so a prefix of millions of keys
+    /// never blocks the server. Other prefixes are untouched.
+    pub async fn remove_all(&self) -> Result<()> {
+        let pattern = self.key(&["*"]);
+        let mut conn = self.conn();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(10_000)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| redis_error("listing the prefix's keys", e))?;
+            if !keys.is_empty() {
+                let _: i64 = redis::cmd("UNLINK")
+                    .arg(&keys)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|e| redis_error("removing the prefix's keys", e))?;
+            }
+            if next == 0 {
+                return Ok(());
+            }
+            cursor = next;
+        }
     }
 
     async fn server_ms(&self) -> Result<i64> {

@@ -479,8 +479,7 @@ pub async fn clock_skew(env: Env) {
                 "behind"
             }
         );
-        let log = worker.log();
-        workers.push((worker, name, held, future, log));
+        workers.push((worker, name, held, future));
     }
     // Due jobs, in two rounds a few seconds apart: each worker claims many times meanwhile.
     for round in 0..2 {
@@ -514,7 +513,7 @@ pub async fn clock_skew(env: Env) {
             tokio::time::sleep(Duration::from_secs(3)).await;
         }
     }
-    for (worker, name, held, future, _) in workers {
+    for (worker, name, held, future) in workers {
         let ran: HashSet<String> = worker.started().into_iter().collect();
         assert_eq!(ran.len(), 20, "{name}: only the due jobs ran, once each");
         for claimed in &held {
