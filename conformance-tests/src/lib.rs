@@ -23,7 +23,8 @@ pub mod worker_suite;
 pub use backend::Backend;
 pub use harness::{run_suite, Case, TestContext};
 
-/// Every conformance case, in SPEC order, followed by the bad-input cases.
+/// Every conformance case, in SPEC order, then the cases of rules the SPEC names no id for, then
+/// the bad-input cases.
 pub fn cases() -> Vec<Case> {
     use bad_input as b;
     use store_suite as s;
@@ -50,6 +51,7 @@ pub fn cases() -> Vec<Case> {
         Case::new("fail_terminal", s::fail_terminal),
         Case::new("demote_stale", s::demote_stale),
         Case::new("cancel_pending", s::cancel_pending),
+        Case::new("fencing_batch", s::fencing_batch),
         Case::new("execution_roundtrip", s::execution_roundtrip),
         Case::new("execution_idempotent", s::execution_idempotent),
         Case::new("execution_retention", s::execution_retention),
@@ -71,7 +73,17 @@ pub fn cases() -> Vec<Case> {
         Case::new("shutdown_graceful", w::shutdown_graceful),
         Case::new("wakeup_push", w::wakeup_push),
         Case::new("unknown_name", w::unknown_name),
+        Case::new("stale_counts_tries", w::stale_counts_tries),
+        Case::new("kind_from_record", w::kind_from_record),
+        Case::new("no_overlap", w::no_overlap),
+        Case::new("extend_lost_cancels", w::extend_lost_cancels),
+        Case::new("slot_held", w::slot_held),
+        Case::new("hook_panic", w::hook_panic),
+        Case::new("future_wakeup", w::future_wakeup),
+        Case::new("next_run_not_after_waits", w::next_run_not_after_waits),
         Case::new("bad_input_definitions", b::bad_input_definitions),
         Case::new("bad_input_scheduling", b::bad_input_scheduling),
+        Case::new("bad_input_durations", b::bad_input_durations),
+        Case::new("bad_input_run_times", b::bad_input_run_times),
     ]
 }

@@ -53,12 +53,13 @@ impl Backend for MongoBackend {
 pub mod specific {
     use std::time::Duration;
 
-    use dogs_core::{ErrorKind, JobStore, NewJob, RunAt};
+    use dogs_core::{Completion, ErrorKind, ExecutionQuery, JobState, JobStore, NewJob, RunAt};
     use dogs_mongo::mongodb::bson::Document;
     use dogs_mongo::MongoStore;
     use serde_json::json;
 
     use crate::harness::{Case, TestContext};
+    use crate::support::*;
 
     type CaseFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
@@ -77,6 +78,12 @@ pub mod specific {
             }),
             case("mongo_bad_connection", |c, u| {
                 Box::pin(bad_connection(c, u))
+            }),
+            case("mongo_outcome_and_record_together", |c, u| {
+                Box::pin(outcome_and_record_together(c, u))
+            }),
+            case("mongo_failing_keeps_the_job", |c, u| {
+                Box::pin(failing_keeps_the_job(c, u))
             }),
         ]
     }
@@ -125,7 +132,7 @@ pub mod specific {
         }
         let request = dogs_core::ClaimRequest::new(["work"], Duration::from_secs(30), 1000);
         loop {
-            let claimed = store.claim(&request).await.unwrap();
+            let claimed = store.claim(&request).await.unwrap().jobs;
             if claimed.is_empty() {
                 break;
             }
@@ -153,7 +160,7 @@ pub mod specific {
             names.iter().any(|n| n == "claim"),
             "the claim reads the claim index: {winning}"
         );
-        let claimed = store.claim(&request).await.unwrap();
+        let claimed = store.claim(&request).await.unwrap().jobs;
         assert_eq!(claimed.len(), 20, "exactly the due jobs");
     }
 
@@ -169,8 +176,8 @@ pub mod specific {
             .unwrap();
         for expected in [
             "claim",
-            "scheduled",
-            "leases",
+            "scheduled_by_name",
+            "leases_by_name",
             "unique",
             "recurrent",
             "failed_ttl",
@@ -223,5 +230,111 @@ pub mod specific {
         );
         let builder = MongoStore::builder().url("mongodb://app:hunter2secret@db/app");
         assert!(!format!("{builder:?}").contains("hunter2secret"));
+    }
+
+    /// Text of 17 MB: more than a MongoDB document holds.
+    fn too_large() -> String {
+        "x".repeat(17 * 1024 * 1024)
+    }
+
+    /// An outcome and its execution record are saved together or not at all: a record the
+    /// server refuses (a result past the document limit) leaves the job as it was, leased,
+    /// instead of removed without its record.
+    pub async fn outcome_and_record_together(ctx: TestContext, url: String) {
+        let store = open(&ctx, &url).await;
+        let id = schedule_new(&store, NewJob::new("together", json!({}))).await;
+        let claimed = claim_one(&store, "together", Duration::from_secs(30)).await;
+        let now = store_now(&store).await;
+        let record = dogs_core::Execution {
+            job_id: id.clone(),
+            execution_id: "huge".into(),
+            name: "together".into(),
+            kind: dogs_core::JobKind::Event,
+            priority: 1,
+            tries: 1,
+            unique_identifier: None,
+            params: json!({}),
+            started_at: now,
+            ended_at: now,
+            duration: Duration::ZERO,
+            status: dogs_core::ExecutionStatus::Success,
+            error: None,
+            result: Some(json!(too_large())),
+            worker_id: "test".into(),
+            expires_at: now + chrono::Duration::hours(1),
+        };
+        let saved = store
+            .finish(&claimed.lease, Completion::Remove, Some(&record))
+            .await;
+        let job = store.get_job(&id).await.unwrap();
+        let records = store
+            .executions(&ExecutionQuery::name("together"))
+            .await
+            .unwrap();
+        match saved {
+            Ok(()) => panic!("a record past the document limit was stored"),
+            Err(e) => {
+                let job = job.expect("the job is not removed without its record");
+                assert_eq!(job.state, JobState::Running, "and keeps its lease");
+                assert!(records.is_empty());
+                assert_eq!(e.kind(), ErrorKind::TooLarge, "{e}");
+            }
+        }
+        store
+            .complete(&claimed.lease, Completion::Remove)
+            .await
+            .expect("the lease is still current");
+    }
+
+    /// Failing a job is one write: an error (an error text past the document limit) leaves
+    /// the job as it was, instead of deleted and never written back.
+    pub async fn failing_keeps_the_job(ctx: TestContext, url: String) {
+        let store = open(&ctx, &url).await;
+        let id = schedule_new(
+            &store,
+            NewJob::new("failing", json!({"keep": "me"})).unique_identifier("u"),
+        )
+        .await;
+        let claimed = claim_one(&store, "failing", Duration::from_secs(30)).await;
+        let failed = store
+            .complete(
+                &claimed.lease,
+                Completion::Fail {
+                    error: too_large(),
+                    retain_for: Duration::from_secs(3600),
+                },
+            )
+            .await;
+        let job = store
+            .get_job(&id)
+            .await
+            .unwrap()
+            .expect("the job is not lost");
+        assert_eq!(
+            (job.state, job.params),
+            (JobState::Running, json!({"keep": "me"}))
+        );
+        assert_eq!(
+            failed.map_err(|e| e.kind()).err(),
+            Some(ErrorKind::TooLarge)
+        );
+        store
+            .complete(
+                &claimed.lease,
+                Completion::Fail {
+                    error: "short".into(),
+                    retain_for: Duration::from_secs(3600),
+                },
+            )
+            .await
+            .unwrap();
+        let job = store.get_job(&id).await.unwrap().unwrap();
+        assert_eq!(job.state, JobState::Failed);
+        // Failed, it frees its unique identifier.
+        let again = store
+            .schedule(NewJob::new("failing", json!({})).unique_identifier("u"))
+            .await
+            .unwrap();
+        assert!(!again.is_duplicate());
     }
 }

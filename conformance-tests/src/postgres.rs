@@ -92,6 +92,10 @@ pub mod specific {
             case("postgres_bad_connection", |c, u| {
                 Box::pin(bad_connection(c, u))
             }),
+            case("postgres_serializable", |c, u| Box::pin(serializable(c, u))),
+            case("postgres_claim_keeps_what_it_leased", |c, u| {
+                Box::pin(claim_keeps_what_it_leased(c, u))
+            }),
         ]
     }
 
@@ -196,7 +200,8 @@ pub mod specific {
                 100,
             ))
             .await
-            .unwrap();
+            .unwrap()
+            .jobs;
         assert_eq!(claimed.len(), 50, "exactly the due jobs");
     }
 
@@ -229,7 +234,7 @@ pub mod specific {
                 .fetch_all(&mut *conn)
                 .await
                 .unwrap();
-        assert_eq!(versions, vec![1, 2]);
+        assert_eq!(versions, vec![1, 2, 3]);
         let store = open(&ctx, &url).await;
         store.migrate().await.unwrap();
         schedule_new(&store, NewJob::new("after", json!({}))).await;
@@ -368,5 +373,131 @@ pub mod specific {
         assert_eq!(error.kind(), ErrorKind::Config, "{error}");
         let builder = PostgresStore::builder().url("postgres://app:hunter2secret@db/app");
         assert!(!format!("{builder:?}").contains("hunter2secret"));
+    }
+
+    /// On a database whose default isolation is serializable, racing claimers, finishes and
+    /// schedules meet serialization failures; each is retried, none is dropped: every call
+    /// succeeds and every job is claimed exactly once.
+    pub async fn serializable(ctx: TestContext, url: String) {
+        let separator = if url.contains('?') { '&' } else { '?' };
+        let url =
+            format!("{url}{separator}options=-c%20default_transaction_isolation%3Dserializable");
+        let store = open(&ctx, &url).await;
+        let isolation: String = sqlx::query_scalar("SHOW transaction_isolation")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(isolation, "serializable");
+        let total = 300u32;
+        let claimed = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let scheduler = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for chunk in 0..(total / 30) {
+                    let jobs = (0..30)
+                        .map(|i| NewJob::new("serial", json!(chunk * 30 + i)))
+                        .collect();
+                    for outcome in store.schedule_many(jobs).await.unwrap() {
+                        outcome.unwrap();
+                    }
+                    store
+                        .schedule(NewJob::new("serial-unique", json!(chunk)).unique_identifier("u"))
+                        .await
+                        .unwrap();
+                }
+            })
+        };
+        let claimers: Vec<_> = (0..8)
+            .map(|_| {
+                let (store, claimed) = (store.clone(), claimed.clone());
+                tokio::spawn(async move {
+                    let request =
+                        dogs_core::ClaimRequest::new(["serial"], Duration::from_secs(30), 5);
+                    let deadline = tokio::time::Instant::now() + DEADLINE;
+                    while tokio::time::Instant::now() < deadline {
+                        let jobs = store.claim(&request).await.unwrap().jobs;
+                        if jobs.is_empty() {
+                            if claimed.lock().unwrap().len() >= total as usize {
+                                return;
+                            }
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                            continue;
+                        }
+                        let finishes = jobs
+                            .iter()
+                            .map(|job| dogs_core::Finish {
+                                lease: job.lease.clone(),
+                                completion: dogs_core::Completion::Remove,
+                                execution: None,
+                            })
+                            .collect();
+                        for outcome in store.finish_many(finishes).await.unwrap() {
+                            outcome.unwrap();
+                        }
+                        claimed
+                            .lock()
+                            .unwrap()
+                            .extend(jobs.into_iter().map(|j| j.job.params));
+                    }
+                })
+            })
+            .collect();
+        scheduler.await.unwrap();
+        for claimer in claimers {
+            claimer.await.unwrap();
+        }
+        let mut seen: Vec<u64> = claimed
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_u64().unwrap())
+            .collect();
+        seen.sort_unstable();
+        assert_eq!(
+            seen,
+            (0..u64::from(total)).collect::<Vec<_>>(),
+            "each job once"
+        );
+    }
+
+    /// A claim whose write that fails an unreadable record meets an error still hands out the
+    /// jobs it leased, instead of failing and leaving them leased until their leases end.
+    pub async fn claim_keeps_what_it_leased(ctx: TestContext, url: String) {
+        let store = open(&ctx, &url).await;
+        let s = format!("\"{}\"", ctx.namespace());
+        for sql in [
+            // A record written by hand: negative tries cannot be read.
+            format!(
+                "INSERT INTO {s}.jobs (name, kind, params, run_at, state, tries)
+                 VALUES ('kept', 'event', '{{}}', now() - interval '1 second', 'pending', -5)"
+            ),
+            // Writing it as failed meets an error, as a store blip would.
+            format!(
+                "CREATE FUNCTION {s}.refuse_failing() RETURNS trigger LANGUAGE plpgsql AS $$
+                 BEGIN RAISE EXCEPTION 'the store refuses the write'; END $$"
+            ),
+            format!(
+                "CREATE TRIGGER refuse_failing BEFORE UPDATE ON {s}.jobs FOR EACH ROW
+                 WHEN (NEW.state = 'failed') EXECUTE FUNCTION {s}.refuse_failing()"
+            ),
+        ] {
+            sqlx::query(&sql).execute(store.pool()).await.unwrap();
+        }
+        let mut good = Vec::new();
+        for i in 0..3 {
+            good.push(schedule_new(&store, NewJob::new("kept", json!(i))).await);
+        }
+        let claimed = store
+            .claim(&dogs_core::ClaimRequest::new(
+                ["kept"],
+                Duration::from_secs(30),
+                10,
+            ))
+            .await
+            .expect("the claim hands out what it leased");
+        let mut ids: Vec<_> = claimed.jobs.iter().map(|c| c.job.id.clone()).collect();
+        ids.sort();
+        good.sort();
+        assert_eq!(ids, good, "the readable jobs");
     }
 }

@@ -82,6 +82,9 @@ pub mod specific {
             case("redis_bad_connection", |c, u| {
                 Box::pin(bad_connection(c, u))
             }),
+            case("redis_batch_checks_before_writing", |c, u| {
+                Box::pin(batch_checks_before_writing(c, u))
+            }),
         ]
     }
 
@@ -107,7 +110,8 @@ pub mod specific {
                 5,
             ))
             .await
-            .unwrap();
+            .unwrap()
+            .jobs;
         assert_eq!(claimed.len(), 5);
         let cost = store.last_claim_commands();
         for job in claimed {
@@ -128,7 +132,8 @@ pub mod specific {
         let _ = store
             .claim(&ClaimRequest::new(["work"], Duration::from_secs(30), 100))
             .await
-            .unwrap();
+            .unwrap()
+            .jobs;
 
         let future: Vec<NewJob> = (0..100_000)
             .map(|i| {
@@ -153,7 +158,8 @@ pub mod specific {
                 1000,
             ))
             .await
-            .unwrap();
+            .unwrap()
+            .jobs;
         for job in doomed {
             let fail = Completion::Fail {
                 error: "x".into(),
@@ -319,5 +325,63 @@ pub mod specific {
         assert_eq!(error.kind(), ErrorKind::Config);
         let builder = RedisStore::builder().url("redis://:hunter2secret@cache/0");
         assert!(!format!("{builder:?}").contains("hunter2secret"));
+    }
+
+    /// A batch of outcomes in which one job's record is corrupt (its `tries` written by hand as
+    /// text): the script checks every entry before it writes anything, so the good entries apply
+    /// and report so, and the corrupt one changes nothing, instead of a script error after half
+    /// the writes.
+    pub async fn batch_checks_before_writing(ctx: TestContext, url: String) {
+        let store = open(&ctx, &url).await;
+        let ids = [
+            schedule_new(&store, NewJob::new("batch", json!(1))).await,
+            schedule_new(&store, NewJob::new("batch", json!(2))).await,
+            schedule_new(&store, NewJob::new("batch", json!(3))).await,
+        ];
+        let claimed = claim(&store, "batch", Duration::from_secs(30), 3).await;
+        assert_eq!(claimed.len(), 3);
+        let corrupt = &claimed[1];
+        let client = redis::Client::open(url.as_str()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let key = format!("{}:job:{}", store.key_prefix(), corrupt.job.id);
+        let _: () = redis::cmd("HSET")
+            .arg(&key)
+            .arg("tries")
+            .arg("many")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let finish = |job: &dogs_core::ClaimedJob, completion| dogs_core::Finish {
+            lease: job.lease.clone(),
+            completion,
+            execution: None,
+        };
+        let outcomes = store
+            .finish_many(vec![
+                finish(&claimed[0], Completion::Remove),
+                finish(corrupt, Completion::Release),
+                finish(&claimed[2], Completion::Remove),
+            ])
+            .await
+            .expect("the batch is answered entry by entry");
+        let kinds: Vec<Option<ErrorKind>> = outcomes
+            .iter()
+            .map(|o| o.as_ref().err().map(|e| e.kind()))
+            .collect();
+        assert_eq!(kinds, vec![None, Some(ErrorKind::Corrupt), None]);
+        assert!(store.get_job(&claimed[0].job.id).await.unwrap().is_none());
+        assert!(store.get_job(&claimed[2].job.id).await.unwrap().is_none());
+        let token: Option<String> = redis::cmd("HGET")
+            .arg(&key)
+            .arg("token")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(
+            token.as_deref(),
+            Some(corrupt.lease.token.as_str()),
+            "the corrupt entry changed nothing"
+        );
+        assert!(ids.contains(&corrupt.job.id));
     }
 }

@@ -382,7 +382,8 @@ pub async fn claim_names(ctx: TestContext) {
     let both = store
         .claim(&ClaimRequest::new(["beta", "gamma"], LEASE, 10))
         .await
-        .unwrap();
+        .unwrap()
+        .jobs;
     assert_eq!(both.iter().map(|c| &c.job.id).collect::<Vec<_>>(), vec![&b]);
 }
 
@@ -708,6 +709,65 @@ pub async fn fencing(ctx: TestContext) {
     );
     assert!(!recorded.contains(&"batch-1".to_owned()));
     assert!(ids.contains(&leases[0].job_id) && ids.contains(&leases[1].job_id));
+}
+
+/// S-fencing-batch
+pub async fn fencing_batch(ctx: TestContext) {
+    let store = ctx.store();
+    for stale_first in [true, false] {
+        let id = schedule_new(&*store, NewJob::new("batched", json!({}))).await;
+        let stale = claim_one(&*store, "batched", SHORT_LEASE).await;
+        let current = claim_when_due(&*store, "batched", LEASE).await;
+        let now = store_now(&*store).await;
+        let finish = |lease: &dogs_core::Lease, execution_id: &str| dogs_core::Finish {
+            lease: lease.clone(),
+            completion: Completion::Remove,
+            execution: Some(execution(
+                &id,
+                "batched",
+                execution_id,
+                ExecutionStatus::Success,
+                now,
+            )),
+        };
+        let tag = if stale_first { "a" } else { "b" };
+        let (stale_record, current_record) = (format!("stale-{tag}"), format!("current-{tag}"));
+        let mut items = vec![
+            finish(&stale.lease, &stale_record),
+            finish(&current.lease, &current_record),
+        ];
+        if !stale_first {
+            items.reverse();
+        }
+        let kinds: Vec<Option<ErrorKind>> = store
+            .finish_many(items)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.err().map(|e| e.kind()))
+            .collect();
+        let mut expected = vec![Some(ErrorKind::LockLost), None];
+        if !stale_first {
+            expected.reverse();
+        }
+        assert_eq!(kinds, expected, "each entry is judged by its own token");
+        assert!(
+            store.get_job(&id).await.unwrap().is_none(),
+            "the job is done"
+        );
+        let recorded: Vec<String> = store
+            .executions(&ExecutionQuery::name("batched").job_id(id.clone()))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.execution_id)
+            .collect();
+        assert_eq!(
+            recorded,
+            vec![current_record],
+            "the stale entry stores no record"
+        );
+    }
 }
 
 /// S-extend-lease

@@ -79,6 +79,7 @@ pub async fn claim(
         .claim(&ClaimRequest::new([name], lock_time, limit).worker_id("test"))
         .await
         .unwrap_or_else(|e| panic!("claim failed: {e}"))
+        .jobs
 }
 
 /// Claims exactly one job of `name`, failing the case if there is none.
@@ -144,5 +145,113 @@ pub fn read<T: Clone>(log: &Log<T>) -> Vec<T> {
 pub fn push<T>(log: &Log<T>, value: T) {
     if let Ok(mut l) = log.lock() {
         l.push(value);
+    }
+}
+
+/// A store whose claims take leases of `lock_time` whatever the claimer asks for, as the store
+/// sees a worker that stalled past its lease: the worker believes its lease is longer than the
+/// store holds it. Every other call goes to the store unchanged.
+pub struct ShortLease {
+    inner: Arc<dyn JobStore>,
+    lock_time: Duration,
+}
+
+impl ShortLease {
+    /// Wraps `inner`, leasing for `lock_time`.
+    pub fn new(inner: Arc<dyn JobStore>, lock_time: Duration) -> Self {
+        ShortLease { inner, lock_time }
+    }
+}
+
+#[async_trait::async_trait]
+impl JobStore for ShortLease {
+    async fn now(&self) -> dogs_core::Result<DateTime<Utc>> {
+        self.inner.now().await
+    }
+    fn max_params_bytes(&self) -> usize {
+        self.inner.max_params_bytes()
+    }
+    async fn schedule(&self, job: NewJob) -> dogs_core::Result<Scheduled> {
+        self.inner.schedule(job).await
+    }
+    async fn schedule_many(
+        &self,
+        jobs: Vec<NewJob>,
+    ) -> dogs_core::Result<Vec<dogs_core::Result<Scheduled>>> {
+        self.inner.schedule_many(jobs).await
+    }
+    async fn register_recurrent(
+        &self,
+        job: dogs_core::RecurrentRegistration,
+    ) -> dogs_core::Result<JobId> {
+        self.inner.register_recurrent(job).await
+    }
+    async fn claim(&self, request: &ClaimRequest) -> dogs_core::Result<dogs_core::Claimed> {
+        let mut request = request.clone();
+        for name in &mut request.names {
+            name.lock_time = self.lock_time;
+        }
+        self.inner.claim(&request).await
+    }
+    async fn extend_lock(
+        &self,
+        lease: &dogs_core::Lease,
+        lock_time: Duration,
+    ) -> dogs_core::Result<DateTime<Utc>> {
+        self.inner.extend_lock(lease, lock_time).await
+    }
+    async fn complete(
+        &self,
+        lease: &dogs_core::Lease,
+        completion: dogs_core::Completion,
+    ) -> dogs_core::Result<()> {
+        self.inner.complete(lease, completion).await
+    }
+    async fn finish(
+        &self,
+        lease: &dogs_core::Lease,
+        completion: dogs_core::Completion,
+        execution: Option<&dogs_core::Execution>,
+    ) -> dogs_core::Result<()> {
+        self.inner.finish(lease, completion, execution).await
+    }
+    async fn finish_many(
+        &self,
+        items: Vec<dogs_core::Finish>,
+    ) -> dogs_core::Result<Vec<dogs_core::Result<()>>> {
+        self.inner.finish_many(items).await
+    }
+    async fn record_execution(&self, execution: &dogs_core::Execution) -> dogs_core::Result<()> {
+        self.inner.record_execution(execution).await
+    }
+    async fn get_job(&self, id: &JobId) -> dogs_core::Result<Option<dogs_core::Job>> {
+        self.inner.get_job(id).await
+    }
+    async fn list_jobs(
+        &self,
+        query: &dogs_core::JobQuery,
+    ) -> dogs_core::Result<Vec<dogs_core::Job>> {
+        self.inner.list_jobs(query).await
+    }
+    async fn count_jobs(&self) -> dogs_core::Result<Vec<dogs_core::JobCounts>> {
+        self.inner.count_jobs().await
+    }
+    async fn executions(
+        &self,
+        query: &dogs_core::ExecutionQuery,
+    ) -> dogs_core::Result<Vec<dogs_core::Execution>> {
+        self.inner.executions(query).await
+    }
+    async fn cancel(&self, id: &JobId) -> dogs_core::Result<bool> {
+        self.inner.cancel(id).await
+    }
+    async fn cancel_unique(&self, name: &str, unique_identifier: &str) -> dogs_core::Result<bool> {
+        self.inner.cancel_unique(name, unique_identifier).await
+    }
+    async fn prune(&self) -> dogs_core::Result<dogs_core::PruneReport> {
+        self.inner.prune().await
+    }
+    fn wakeups(&self) -> Option<dogs_core::WakeUps> {
+        self.inner.wakeups()
     }
 }

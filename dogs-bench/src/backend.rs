@@ -141,7 +141,7 @@ impl JobStore for PollingOnly {
     ) -> Result<dogs_core::JobId> {
         self.0.register_recurrent(job).await
     }
-    async fn claim(&self, request: &dogs_core::ClaimRequest) -> Result<Vec<dogs_core::ClaimedJob>> {
+    async fn claim(&self, request: &dogs_core::ClaimRequest) -> Result<dogs_core::Claimed> {
         self.0.claim(request).await
     }
     async fn extend_lock(

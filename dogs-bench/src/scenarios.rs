@@ -110,7 +110,8 @@ async fn fill_depth(store: &dyn JobStore, future: usize, failed: usize) -> Outco
                 Duration::from_secs(300),
                 5000,
             ))
-            .await?;
+            .await?
+            .jobs;
         if claimed.is_empty() {
             return Ok(());
         }

@@ -98,12 +98,53 @@ impl ClaimRequest {
         self
     }
 
+    /// Checks the request as every store does before claiming: each lease longer than zero and
+    /// at most [`MAX_DURATION`](crate::MAX_DURATION); anything else is `InvalidInput`.
+    pub fn validate(&self) -> crate::Result<()> {
+        for name in &self.names {
+            crate::validate_lock_time(name.lock_time).map_err(|e| {
+                crate::Error::invalid_input(format!("job '{}': {}", name.name, e.message()))
+            })?;
+        }
+        Ok(())
+    }
+
     /// The lease length for jobs of `name`, if it is one of the claimed names.
     pub fn lock_time_of(&self, name: &str) -> Option<Duration> {
         self.names
             .iter()
             .find(|n| n.name == name)
             .map(|n| n.lock_time)
+    }
+}
+
+/// What a claim returned: the jobs it leased, and when to look again.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Claimed {
+    /// The leased jobs, in claim order.
+    pub jobs: Vec<ClaimedJob>,
+    /// When a job of the requested names that this claim did not return becomes claimable, by
+    /// the store's clock: at or before [`now`](Claimed::now) when more are due already (the
+    /// limit was reached, or other claimers won some of them), later when the earliest is due
+    /// then (a run time, or the end of a lease), `None` when there is no job of those names.
+    pub next_due: Option<DateTime<Utc>>,
+    /// The store's clock at the claim.
+    pub now: DateTime<Utc>,
+}
+
+impl Claimed {
+    /// A claim that leased `jobs` at `now`, the limit reached: more may be due.
+    pub fn full(jobs: Vec<ClaimedJob>, now: DateTime<Utc>) -> Self {
+        Claimed {
+            jobs,
+            next_due: Some(now),
+            now,
+        }
+    }
+
+    /// Whether more jobs are due now than this claim returned.
+    pub fn more_due(&self) -> bool {
+        self.next_due.is_some_and(|at| at <= self.now)
     }
 }
 
@@ -151,6 +192,23 @@ pub enum Completion {
     Release,
 }
 
+impl Completion {
+    /// Checks the completion as every store does before writing it: a run time within years 1
+    /// to 9999 (a delay of at most [`MAX_DURATION`](crate::MAX_DURATION)), a retention of at most
+    /// `MAX_DURATION`; anything else is `InvalidInput`.
+    pub fn validate(&self) -> crate::Result<()> {
+        match self {
+            Completion::Reschedule { run_at, .. } => crate::limits::check_run_at(*run_at),
+            Completion::Fail { retain_for, .. } if *retain_for > crate::MAX_DURATION => {
+                Err(crate::Error::invalid_input(format!(
+                    "a failed job's retention is {retain_for:?}, longer than 100 years"
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 /// One claimed job's end, as handed to [`JobStore::finish_many`](crate::JobStore::finish_many).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Finish {
@@ -169,13 +227,14 @@ pub const UNREADABLE_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 /// What a store does with a job it claimed but cannot read (missing or wrongly typed fields,
 /// written by another version or by hand): logs the error and fails the job for good through
 /// [`complete`](crate::JobStore::complete), with the reason as its error, so it is never claimed
-/// again and stays visible for [`UNREADABLE_RETENTION`]. A lease already lost is not an error.
-/// The claim goes on with the other jobs.
+/// again and stays visible for [`UNREADABLE_RETENTION`]. The claim goes on with the other jobs
+/// whatever happens here: when failing the record meets an error too, that is logged, and the
+/// record is failed by the claim that takes it once its lease ends.
 pub async fn fail_unreadable<S: crate::JobStore + ?Sized>(
     store: &S,
     lease: &Lease,
     error: &crate::Error,
-) -> crate::Result<()> {
+) {
     tracing::error!(
         job.id = %lease.job_id,
         error = %error,
@@ -186,7 +245,12 @@ pub async fn fail_unreadable<S: crate::JobStore + ?Sized>(
         retain_for: UNREADABLE_RETENTION,
     };
     match store.complete(lease, completion).await {
-        Err(e) if e.kind() == crate::ErrorKind::LockLost => Ok(()),
-        other => other,
+        Ok(()) => {}
+        Err(e) if e.kind() == crate::ErrorKind::LockLost => {}
+        Err(e) => tracing::error!(
+            job.id = %lease.job_id,
+            error = %e,
+            "failing an unreadable record failed; it is tried again when its lease ends"
+        ),
     }
 }

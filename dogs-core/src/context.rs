@@ -15,10 +15,16 @@ use crate::store::JobStore;
 
 /// The context of one execution, handed to the handler with its params.
 ///
-/// Cheap to clone. Its cancellation signal fires when the execution goes stale (its lease ran
-/// out) or the workers shut down; a handler that does long work should watch it (with
-/// `tokio::select!` on [`cancelled`](JobContext::cancelled)) and extend its lease with
-/// [`extend_lock_time`](JobContext::extend_lock_time) while it makes progress.
+/// Cheap to clone. Its cancellation signal fires when the execution goes stale (its lease is
+/// about to run out, or an extension was refused) or the workers shut down; a handler that does
+/// long work should watch it (with `tokio::select!` on [`cancelled`](JobContext::cancelled)) and
+/// extend its lease with [`extend_lock_time`](JobContext::extend_lock_time) while it makes
+/// progress. A handler that does not stop on its own is aborted at its next `.await`.
+///
+/// Blocking work (CPU-heavy loops, synchronous I/O) belongs in
+/// [`tokio::task::spawn_blocking`](https://docs.rs/tokio/latest/tokio/task/fn.spawn_blocking.html):
+/// a handler that blocks its thread cannot be stopped, and its worker slot stays taken until it
+/// returns.
 #[derive(Clone)]
 pub struct JobContext {
     inner: Arc<Inner>,
@@ -34,11 +40,45 @@ struct Inner {
     lease: Option<LeaseKeeper>,
 }
 
-/// The lease of a running execution, and the local instant by which it must be extended.
+/// The lease of a running execution: where to extend it, and the local picture of its end.
 pub(crate) struct LeaseKeeper {
     pub(crate) store: Arc<dyn JobStore>,
     pub(crate) lease: Lease,
-    pub(crate) deadline: watch::Sender<Instant>,
+    /// When the lease ends at the latest, by this process's clock, and how long it was taken for.
+    pub(crate) end: watch::Sender<LeaseEnd>,
+    /// Fires when the store refused an extension: the lease is no longer this execution's.
+    pub(crate) lost: CancellationToken,
+}
+
+/// When a lease ends at the latest, by this process's monotonic clock: it was taken (or last
+/// extended) no earlier than the call was made, for `lock_time`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LeaseEnd {
+    pub(crate) at: Instant,
+    pub(crate) lock_time: Duration,
+}
+
+impl LeaseEnd {
+    /// A lease asked for at `asked_at`, for `lock_time`.
+    pub(crate) fn new(asked_at: Instant, lock_time: Duration) -> Self {
+        LeaseEnd {
+            at: crate::worker::later(asked_at, lock_time),
+            lock_time,
+        }
+    }
+
+    /// How long a stopped handler may take to end on its own before it is aborted.
+    pub(crate) fn grace(&self) -> Duration {
+        (self.lock_time / 10).min(Duration::from_millis(100))
+    }
+
+    /// When the execution is stopped if the lease is not extended: early enough that the
+    /// handler is stopped (grace included) and the job released before the store's lease can
+    /// end, so no other worker starts the job while this one still runs it.
+    pub(crate) fn stop_at(&self) -> Instant {
+        let margin = self.grace() + (self.lock_time / 5).min(Duration::from_secs(1));
+        self.at.checked_sub(margin).unwrap_or(self.at)
+    }
 }
 
 impl std::fmt::Debug for JobContext {
@@ -141,14 +181,11 @@ impl JobContext {
 
     /// Extends the lease: it now ends `lock_time` from now, by the store's clock.
     ///
-    /// Fails with `LockLost` when the execution has already gone stale or its lease was taken,
-    /// and with `InvalidInput` for a zero `lock_time`.
+    /// Fails with `LockLost` when the execution has already gone stale or its lease was taken;
+    /// then the execution's cancellation signal fires and the execution ends as stale. Fails with
+    /// `InvalidInput` for a zero `lock_time` or one over [`MAX_DURATION`](crate::MAX_DURATION).
     pub async fn extend_lock_time(&self, lock_time: Duration) -> Result<()> {
-        if lock_time.is_zero() {
-            return Err(Error::invalid_input(
-                "extend_lock_time needs a time longer than zero",
-            ));
-        }
+        crate::validate_lock_time(lock_time)?;
         let Some(keeper) = &self.inner.lease else {
             return Ok(());
         };
@@ -159,8 +196,18 @@ impl JobContext {
             ));
         }
         let asked_at = Instant::now();
-        keeper.store.extend_lock(&keeper.lease, lock_time).await?;
-        keeper.deadline.send_replace(asked_at + lock_time);
-        Ok(())
+        match keeper.store.extend_lock(&keeper.lease, lock_time).await {
+            Ok(_) => {
+                keeper.end.send_replace(LeaseEnd::new(asked_at, lock_time));
+                Ok(())
+            }
+            Err(e) => {
+                if e.kind() == ErrorKind::LockLost {
+                    keeper.lost.cancel();
+                    self.inner.cancel.cancel();
+                }
+                Err(e)
+            }
+        }
     }
 }

@@ -218,12 +218,12 @@ impl JobDefinition {
         crate::job::validate_name(&self.name).map_err(|e| {
             Error::config(format!("invalid job name '{}': {}", self.name, e.message()))
         })?;
-        if self.lock_time.is_some_and(|t| t.is_zero()) {
-            return Err(Error::config(format!(
-                "job '{}': lock_time must be longer than zero",
-                self.name
-            )));
+        let in_job = |e: Error| Error::config(format!("job '{}': {}", self.name, e.message()));
+        if let Some(lock_time) = self.lock_time {
+            crate::limits::check_positive("lock_time", lock_time).map_err(in_job)?;
         }
+        crate::limits::check_duration("save_executions_for", self.save_executions_for)
+            .map_err(in_job)?;
         match &self.kind {
             DefinitionKind::Event { max_tries } if *max_tries == 0 => Err(Error::config(format!(
                 "job '{}': max_tries must be at least 1",
@@ -244,6 +244,16 @@ impl JobDefinition {
                     schedules.len()
                 ))),
             },
+        }
+    }
+
+    /// How many claims in a row may end without a finished execution (stale, or a worker that
+    /// died) before the job stops being run again at once: `max_tries` for an event job, the
+    /// default for a recurrent one, which then goes back to its normal schedule.
+    pub(crate) fn max_tries(&self) -> u32 {
+        match self.kind {
+            DefinitionKind::Event { max_tries } => max_tries,
+            DefinitionKind::Recurrent { .. } => DEFAULT_MAX_TRIES,
         }
     }
 
@@ -277,6 +287,11 @@ pub trait JobOptions: Sized {
 
     /// Decides what happens after a failed execution (event jobs; a recurrent job always runs
     /// again at its next normal time).
+    ///
+    /// [`ErrorAction::RetryIn`] is not capped by `max_tries`: the hook decides, and can look at
+    /// [`ExecutionFailure::tries`] to stop. [`ErrorAction::Default`] applies the backoff and
+    /// `max_tries`. A hook that panics counts as `Default`; a delay over
+    /// [`MAX_DURATION`](crate::MAX_DURATION) is cut to it.
     fn on_error(
         mut self,
         on_error: impl Fn(&ExecutionFailure) -> ErrorAction + Send + Sync + 'static,
@@ -286,6 +301,10 @@ pub trait JobOptions: Sized {
     }
 
     /// Called once when an execution outlives its lease and is stopped.
+    ///
+    /// It runs on the worker that ran the execution, after the handler was stopped and before
+    /// the job is released to run again, so the next execution (on any worker) starts after it
+    /// is called; it must not block. A hook that panics is logged and ignored.
     fn on_stale(mut self, on_stale: impl Fn(&ExecutionFailure) + Send + Sync + 'static) -> Self {
         self.definition_mut().on_stale = Some(Arc::new(on_stale));
         self
@@ -369,7 +388,9 @@ where
         }
     }
 
-    /// Executions before the job is failed for good (default 10), when `on_error` does not decide.
+    /// Claims before the job is failed for good (default 10): after an error when `on_error` does
+    /// not decide, and whenever an execution ends without finishing (it went stale, or its
+    /// worker died), since every claim counts as a try.
     pub fn max_tries(mut self, max_tries: u32) -> Self {
         self.definition.kind = DefinitionKind::Event { max_tries };
         self

@@ -156,26 +156,45 @@ impl std::error::Error for Error {
 
 /// A connection URL with its password replaced by `***`, for messages and logs; text that is not
 /// a URL becomes `(not a URL)`, so nothing of it leaks either.
+///
+/// Conservative whatever characters the password holds (`/`, `?`, `#`, `@`, `:` unescaped):
+/// everything before the last `@` is credentials, of which only a plain user name is shown, and
+/// a `password=` parameter hides the rest of the URL. When the two overlap, only the scheme is
+/// shown.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return "(not a URL)".to_owned();
     };
-    let (authority, path) = match rest.find(['/', '?']) {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    match authority.rsplit_once('@') {
-        Some((credentials, host)) => {
-            let user = credentials.split(':').next().unwrap_or_default();
-            let hidden = if credentials.contains(':') {
-                ":***"
-            } else {
-                ""
-            };
-            format!("{scheme}://{user}{hidden}@{host}{path}")
+    let parameter = rest.to_ascii_lowercase().find("password=");
+    let at = rest.rfind('@');
+    if let (Some(parameter), Some(at)) = (parameter, at) {
+        if parameter < at {
+            return format!("{scheme}://***");
         }
-        None => url.to_owned(),
     }
+    let (credentials, tail) = match at {
+        Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
+        None => (None, rest),
+    };
+    let shown_credentials = credentials.map(|credentials| {
+        let (user, has_password) = match credentials.split_once(':') {
+            Some((user, _)) => (user, true),
+            None => (credentials, false),
+        };
+        let plain = user
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-._~%+!$&'()*,;=".contains(c));
+        match (plain, has_password) {
+            (true, true) => format!("{user}:***@"),
+            (true, false) => format!("{user}@"),
+            (false, _) => "***@".to_owned(),
+        }
+    });
+    let tail = match tail.to_ascii_lowercase().find("password=") {
+        Some(i) => format!("{}***", &tail[..i + "password=".len()]),
+        None => tail.to_owned(),
+    };
+    format!("{scheme}://{}{tail}", shown_credentials.unwrap_or_default())
 }
 
 #[cfg(test)]
@@ -195,5 +214,43 @@ mod tests {
         assert_eq!(redact_url("postgres://app@db/app"), "postgres://app@db/app");
         assert_eq!(redact_url("postgres://db"), "postgres://db");
         assert_eq!(redact_url("nonsense s3cret"), "(not a URL)");
+    }
+
+    #[test]
+    fn redact_url_hides_passwords_with_url_characters() {
+        for password in ["pa/ss", "pa?ss", "pa#ss", "p@ss", "a:b@c/d?e#f", "@/?#:"] {
+            let url = format!("postgres://app:{password}@db:5432/app");
+            let shown = redact_url(&url);
+            assert!(!shown.contains(password), "{url} shown as {shown}");
+            assert!(shown.contains("db:5432"), "{url} shown as {shown}");
+        }
+        let shown = redact_url("postgres://db/app?user=app&password=s3cret&sslmode=require");
+        assert!(!shown.contains("s3cret"), "{shown}");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 2000, failure_persistence: None, ..Default::default() })]
+
+        /// No password, of any characters, appears in a redacted URL, whichever form carries it.
+        #[test]
+        fn redact_url_never_shows_a_password(password in "\\PC{8,40}", form in 0usize..5) {
+            let url = match form {
+                0 => format!("postgres://app:{password}@db.internal:5432/app?sslmode=require"),
+                1 => format!("redis://:{password}@cache.internal:6379/0"),
+                2 => format!("mongodb://app:{password}@a.internal:27017,b.internal:27017/?replicaSet=rs0"),
+                3 => format!("rediss://default:{password}@cache.internal"),
+                _ => format!("postgres://db.internal/app?user=app&password={password}"),
+            };
+            let without = url.replace(&password, "");
+            proptest::prop_assume!(!without.contains(&password));
+            let shown = redact_url(&url);
+            proptest::prop_assert!(!shown.contains(&password), "{} shown as {}", url, shown);
+            // The address is kept, unless the password makes the URL ambiguous.
+            let ambiguous = password.to_ascii_lowercase().contains("password=")
+                || (form == 4 && password.contains('@'));
+            if !ambiguous {
+                proptest::prop_assert!(shown.contains(".internal"), "the host of {} is kept: {}", url, shown);
+            }
+        }
     }
 }

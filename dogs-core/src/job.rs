@@ -203,11 +203,13 @@ impl NewJob {
     ///
     /// Stores call this first in `schedule` and `schedule_many`, so every backend refuses the same
     /// input with the same [`ErrorKind`](crate::ErrorKind): `InvalidInput` for a bad name or unique
-    /// identifier or params that some store cannot keep exactly (a NUL character, which
+    /// identifier, a run time outside years 1 to 9999 or a delay over
+    /// [`MAX_DURATION`](crate::MAX_DURATION), or params that some store cannot keep exactly (a NUL character, which
     /// PostgreSQL's `jsonb` refuses; an integer above `i64::MAX`, which BSON cannot hold),
     /// `TooLarge` for params over `max_params_bytes` once serialized.
     pub fn validate(&self, max_params_bytes: usize) -> Result<()> {
         validate_name(&self.name)?;
+        crate::limits::check_run_at(self.run_at)?;
         if let Some(unique) = &self.unique_identifier {
             validate_text("unique identifier", unique, MAX_UNIQUE_IDENTIFIER_BYTES)?;
         }
@@ -323,6 +325,15 @@ pub struct RecurrentRegistration {
     pub priority: i32,
     /// The next run, used only when the stored schedule key differs from this one.
     pub next_run_at: DateTime<Utc>,
+}
+
+impl RecurrentRegistration {
+    /// Checks the registration as every store does: a valid name, a next run within years 1 to
+    /// 9999; anything else is `InvalidInput`.
+    pub fn validate(&self) -> Result<()> {
+        validate_name(&self.name)?;
+        crate::limits::check_run_at(RunAt::At(self.next_run_at))
+    }
 }
 
 /// A stored job, as read back.

@@ -4,9 +4,14 @@ mod claim;
 mod completer;
 mod context;
 mod definition;
+mod dispatch;
 mod error;
+mod execute;
 mod execution;
+mod hooks;
 mod job;
+mod limits;
+mod outcome;
 mod retry;
 mod schedule;
 mod scheduling;
@@ -15,8 +20,8 @@ mod wakeup;
 mod worker;
 
 pub use claim::{
-    fail_unreadable, ClaimName, ClaimRequest, ClaimedJob, Completion, Finish, Lease, LeaseToken,
-    UNREADABLE_RETENTION,
+    fail_unreadable, ClaimName, ClaimRequest, Claimed, ClaimedJob, Completion, Finish, Lease,
+    LeaseToken, UNREADABLE_RETENTION,
 };
 pub use context::JobContext;
 pub use definition::{
@@ -30,15 +35,18 @@ pub use job::{
     JobKind, JobQuery, JobState, NewJob, PruneReport, RecurrentRegistration, RunAt, Scheduled,
     DEFAULT_PRIORITY, MAX_NAME_BYTES, MAX_UNIQUE_IDENTIFIER_BYTES,
 };
+pub use limits::{max_run_at, min_run_at, validate_lock_time, MAX_DURATION, MAX_WORKERS_COUNT};
 pub use retry::RetryBackoff;
 pub use schedule::{CronSchedule, NextRunFn, Schedule};
 pub use scheduling::{schedule_job, schedule_job_by_name, ScheduleOptions};
 pub use store::JobStore;
 pub use wakeup::{listen_with_reconnect, WakeUpSender, WakeUps};
-pub use worker::{start_workers, OnMaxTries, WorkerOptions, Workers};
+pub use worker::{start_workers, OnMaxTries, WorkerOptions, Workers, SHUTDOWN_SAVE_TIME};
 
 /// Re-exported so handlers and stores name the same types as dogs.
 pub use async_trait::async_trait;
+
+pub(crate) use hooks::panic_text;
 pub use tokio_util::sync::CancellationToken;
 
 /// What writing and scheduling jobs needs, in one import: `use dogs_core::prelude::*;`.

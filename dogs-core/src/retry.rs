@@ -25,14 +25,35 @@ impl Default for RetryBackoff {
 }
 
 impl RetryBackoff {
-    /// The delay after the execution numbered `tries` (1 for the first) failed.
+    /// The delay after the execution numbered `tries` (1 for the first) failed, at most
+    /// [`MAX_DURATION`](crate::MAX_DURATION).
     pub fn delay(&self, tries: u32) -> Duration {
         let exponent = tries.saturating_sub(1).min(40);
         let factor = 2u32.saturating_pow(exponent);
-        let delay = self.base.saturating_mul(factor).min(self.max);
-        let jitter = self.jitter.clamp(0.0, 1.0);
+        let delay = crate::limits::capped(self.base.saturating_mul(factor).min(self.max));
+        let jitter = if self.jitter.is_finite() {
+            self.jitter.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
         let spread = 1.0 + jitter * (fastrand::f64() * 2.0 - 1.0);
-        delay.mul_f64(spread)
+        Duration::try_from_secs_f64(delay.as_secs_f64() * spread)
+            .map_or(delay, crate::limits::capped)
+    }
+
+    /// Checks the policy as `start_workers` does: `base` and `max` at most
+    /// [`MAX_DURATION`](crate::MAX_DURATION), `jitter` a number from 0 to 1; anything else is a
+    /// `Config` error naming `retry_backoff`.
+    pub fn validate(&self) -> crate::Result<()> {
+        crate::limits::check_duration("retry_backoff.base", self.base)?;
+        crate::limits::check_duration("retry_backoff.max", self.max)?;
+        if !(0.0..=1.0).contains(&self.jitter) {
+            return Err(crate::Error::config(format!(
+                "retry_backoff.jitter is {}; it must be a fraction from 0 to 1",
+                self.jitter
+            )));
+        }
+        Ok(())
     }
 }
 

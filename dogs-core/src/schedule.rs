@@ -57,22 +57,34 @@ impl Schedule {
         }
     }
 
-    /// Checks the schedule: a non-zero interval, a valid cron expression and timezone.
+    /// Checks the schedule: an interval longer than zero and at most
+    /// [`MAX_DURATION`](crate::MAX_DURATION), a valid cron expression and timezone.
     pub fn validate(&self) -> Result<()> {
         match self {
-            Schedule::Every(interval) if interval.is_zero() => {
-                Err(Error::config("run_every must be longer than zero"))
-            }
+            Schedule::Every(interval) => crate::limits::check_positive("run_every", *interval),
             Schedule::Cron(cron) => cron.parsed().map(|_| ()),
-            _ => Ok(()),
+            Schedule::NextRun(_) => Ok(()),
         }
     }
 
     /// The next run after `now` (the store's current time).
+    ///
+    /// A `get_next_run` function that panics is an error of the schedule (the panic is caught);
+    /// what it returns is taken as it is, even when it is not after `now` (the workers wait
+    /// `poll_interval` then).
     pub fn next_run_after(&self, now: DateTime<Utc>) -> Result<RunAt> {
         match self {
             Schedule::Every(interval) => Ok(RunAt::In(*interval)),
-            Schedule::NextRun(next_run) => Ok(RunAt::At(next_run(now))),
+            Schedule::NextRun(next_run) => {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| next_run(now)))
+                    .map(RunAt::At)
+                    .map_err(|panic| {
+                        Error::new(
+                            crate::ErrorKind::Backend,
+                            format!("get_next_run panicked: {}", crate::panic_text(&*panic)),
+                        )
+                    })
+            }
             Schedule::Cron(cron) => cron.next_after(now).map(RunAt::At),
         }
     }
@@ -130,20 +142,106 @@ impl CronSchedule {
         &self.timezone
     }
 
-    /// The first matching instant after `now`.
+    /// The first instant strictly after `now` whose wall time in the timezone matches.
+    ///
+    /// At clock changes: in a repeated hour (autumn), an expression that runs at one fixed time
+    /// of day runs once, at the first pass, and any other expression (every N minutes, every
+    /// hour) runs in both passes; in a missing hour (spring), a fixed time that does not exist
+    /// that day runs at the end of the gap, and other expressions skip the missing times.
     pub fn next_after(&self, now: DateTime<Utc>) -> Result<DateTime<Utc>> {
         let (cron, tz) = self.parsed()?;
-        // Cron matches whole seconds: search from the start of the current second.
-        let second = DateTime::from_timestamp(now.timestamp(), 0).unwrap_or(now);
-        cron.find_next_occurrence(&second.with_timezone(tz), false)
-            .map(|at| at.with_timezone(&Utc))
-            .map_err(|e| {
-                Error::config(format!(
-                    "cron expression '{}' has no run after {now}: {e}",
-                    self.expression
-                ))
-            })
+        let fixed_time = cron.determine_job_type() == croner::JobType::FixedTime;
+        let no_run = |why: String| {
+            Error::config(format!(
+                "cron expression '{}' has no run after {now}: {why}",
+                self.expression
+            ))
+        };
+        // Cron matches whole seconds: search from the start of the current second. Within one
+        // stretch of constant offset, the matches are those of a fixed-offset zone; at each
+        // change of offset, the search goes on from the change with the new offset.
+        let mut from = DateTime::from_timestamp(now.timestamp(), 0).unwrap_or(now);
+        let mut inclusive = false;
+        for _ in 0..MAX_CRON_STEPS {
+            let offset = offset_at(tz, from);
+            let candidate = cron
+                .find_next_occurrence(&from.with_timezone(&offset), inclusive)
+                .map_err(|e| no_run(e.to_string()))?
+                .with_timezone(&Utc);
+            match first_change(tz, from, candidate, offset) {
+                None => {
+                    if candidate > now && !(fixed_time && repeats_wall_time(tz, candidate)) {
+                        return Ok(candidate);
+                    }
+                    from = candidate;
+                    inclusive = false;
+                }
+                Some(change) => {
+                    let gap = offset_at(tz, change).local_minus_utc() - offset.local_minus_utc();
+                    let in_gap =
+                        gap > 0 && candidate < change + chrono::Duration::seconds(i64::from(gap));
+                    if fixed_time && in_gap && change > now {
+                        return Ok(change);
+                    }
+                    from = change;
+                    inclusive = true;
+                }
+            }
+        }
+        Err(no_run("no match found".to_owned()))
     }
+}
+
+/// How many stretches of constant offset a cron search crosses at most.
+const MAX_CRON_STEPS: usize = 10_000;
+
+/// The UTC offset of `tz` at `at`.
+fn offset_at(tz: &Tz, at: DateTime<Utc>) -> chrono::FixedOffset {
+    use chrono::{Offset, TimeZone};
+    tz.offset_from_utc_datetime(&at.naive_utc()).fix()
+}
+
+/// The first instant in `(from, until]` at which `tz`'s offset is no longer `offset`, to the
+/// second; `None` when it stays the same. Offsets are compared every 6 hours (clock changes are
+/// months apart), then the change is found by bisection.
+fn first_change(
+    tz: &Tz,
+    from: DateTime<Utc>,
+    until: DateTime<Utc>,
+    offset: chrono::FixedOffset,
+) -> Option<DateTime<Utc>> {
+    let at = |secs: i64| DateTime::from_timestamp(secs, 0).unwrap_or(until);
+    let (mut before, until) = (from.timestamp(), until.timestamp());
+    loop {
+        let after = before.saturating_add(6 * 3600).min(until);
+        if offset_at(tz, at(after)) != offset {
+            let mut after = after;
+            while after - before > 1 {
+                let middle = before + (after - before) / 2;
+                if offset_at(tz, at(middle)) == offset {
+                    before = middle;
+                } else {
+                    after = middle;
+                }
+            }
+            return Some(at(after));
+        }
+        if after >= until {
+            return None;
+        }
+        before = after;
+    }
+}
+
+/// Whether `at`'s wall time in `tz` came once already: `at` is the second pass of a repeated
+/// hour.
+fn repeats_wall_time(tz: &Tz, at: DateTime<Utc>) -> bool {
+    use chrono::TimeZone;
+    let wall = at.with_timezone(tz).naive_local();
+    matches!(
+        tz.from_local_datetime(&wall),
+        chrono::LocalResult::Ambiguous(_, later) if later.with_timezone(&Utc) == at
+    )
 }
 
 #[cfg(test)]
@@ -179,6 +277,57 @@ mod tests {
         assert_eq!(
             cron.next_after(at("2030-01-01T00:00:00.750Z")).ok(),
             Some(at("2030-01-01T00:00:02Z"))
+        );
+    }
+
+    fn next(expression: &str, zone: &str, now: &str) -> DateTime<Utc> {
+        let Schedule::Cron(cron) = Schedule::cron(expression, zone) else {
+            panic!("not a cron schedule");
+        };
+        cron.next_after(at(now))
+            .unwrap_or_else(|e| panic!("{expression} in {zone} after {now}: {e}"))
+    }
+
+    #[test]
+    fn cron_in_the_repeated_autumn_hour_is_after_now() {
+        // 2030-10-27 in Paris: 03:00 CEST becomes 02:00 CET at 01:00 UTC; 01:10 UTC is 02:10 CET,
+        // in the repeated hour. Its next quarter is 02:15 CET, not 02:15 CEST (00:15 UTC, past).
+        assert_eq!(
+            next("*/15 * * * *", "Europe/Paris", "2030-10-27T01:10:00Z"),
+            at("2030-10-27T01:15:00Z")
+        );
+        // An interval runs in both passes of the repeated hour.
+        assert_eq!(
+            next("*/15 * * * *", "Europe/Paris", "2030-10-27T00:50:00Z"),
+            at("2030-10-27T01:00:00Z")
+        );
+        // A daily job runs once: 02:15 CEST came first, 02:15 CET is skipped.
+        assert_eq!(
+            next("15 2 * * *", "Europe/Paris", "2030-10-27T00:20:00Z"),
+            at("2030-10-28T01:15:00Z")
+        );
+        assert_eq!(
+            next("15 2 * * *", "Europe/Paris", "2030-10-27T01:10:00Z"),
+            at("2030-10-28T01:15:00Z")
+        );
+    }
+
+    #[test]
+    fn cron_in_the_missing_spring_hour_runs_after_the_gap() {
+        // 2030-03-31 in Paris: 02:00 CET becomes 03:00 CEST at 01:00 UTC; 02:30 does not exist.
+        // A daily job at 02:30 runs at the end of the gap, that day.
+        assert_eq!(
+            next("30 2 * * *", "Europe/Paris", "2030-03-30T23:00:00Z"),
+            at("2030-03-31T01:00:00Z")
+        );
+        // An interval skips the missing times.
+        assert_eq!(
+            next("*/15 * * * *", "Europe/Paris", "2030-03-31T00:50:00Z"),
+            at("2030-03-31T01:00:00Z")
+        );
+        assert_eq!(
+            next("*/15 * * * *", "Europe/Paris", "2030-03-31T01:00:00Z"),
+            at("2030-03-31T01:15:00Z")
         );
     }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::claim::{ClaimRequest, ClaimedJob, Completion, Finish, Lease};
+use crate::claim::{ClaimRequest, Claimed, Completion, Finish, Lease};
 use crate::error::Result;
 use crate::execution::{Execution, ExecutionQuery};
 use crate::job::{
@@ -78,16 +78,22 @@ pub trait JobStore: Send + Sync + 'static {
     /// - Each claim adds one to `tries` and returns the new value (S-claim-counts-tries).
     /// - A job whose lease ran out is claimable again, with `was_stale` set (S-lease-expiry); each
     ///   claim hands out a new token, so the previous holder's is no longer current (S-fencing).
+    /// - When it returns fewer jobs than asked, it reports when the earliest job of the requested
+    ///   names that it did not return becomes claimable: now when more are due (other claimers
+    ///   won them), else its run time or lease end, or none when there is no such job; when it
+    ///   returns as many as asked, more may be due (S-claim-next-due).
     /// - A leased record that cannot be read (written by hand or by another version) is failed
     ///   for good with [`fail_unreadable`](crate::fail_unreadable) and left out; the claim returns
-    ///   the others (reliability suite: `bad_records`).
-    async fn claim(&self, request: &ClaimRequest) -> Result<Vec<ClaimedJob>>;
+    ///   the others, also when that write fails (reliability suite: `bad_records`).
+    /// - Refuses a request that [`ClaimRequest::validate`] refuses, with its error kind.
+    async fn claim(&self, request: &ClaimRequest) -> Result<Claimed>;
 
     /// Moves the end of a live lease to the store's now + `lock_time`.
     ///
     /// # Behavior
     /// - Returns the new end; until then no claim returns the job (S-extend-lease).
     /// - With a token that is not current, changes nothing: `LockLost` (S-fencing).
+    /// - A `lock_time` of zero or over [`MAX_DURATION`](crate::MAX_DURATION) is `InvalidInput`.
     async fn extend_lock(&self, lease: &Lease, lock_time: Duration) -> Result<DateTime<Utc>>;
 
     /// Ends a claimed job's execution as `completion` says.
@@ -102,6 +108,7 @@ pub trait JobStore: Send + Sync + 'static {
     ///   reports `was_stale` and restores its priority (S-demote-stale).
     /// - [`Completion::Release`] releases the lease and gives back the try.
     /// - With a token that is not current, changes nothing: `LockLost` (S-fencing).
+    /// - Refuses a completion that [`Completion::validate`] refuses, changing nothing.
     async fn complete(&self, lease: &Lease, completion: Completion) -> Result<()>;
 
     /// Ends a claimed job's execution and stores its record, as one step where the store can.
@@ -134,6 +141,10 @@ pub trait JobStore: Send + Sync + 'static {
     /// - Returns one outcome per entry, in order, each as [`finish`](JobStore::finish) would
     ///   give it: an entry with a token that is not current is `LockLost` and changes nothing,
     ///   without affecting the others (S-fencing).
+    /// - Each entry is judged by its own token: a stale entry stores no record, even when
+    ///   another entry of the same call, holding the current token, finishes the same job
+    ///   (S-fencing-batch).
+    /// - An entry whose job record cannot be read fails alone (`Corrupt`), changing nothing.
     ///
     /// The provided implementation calls `finish` for each entry.
     async fn finish_many(&self, items: Vec<Finish>) -> Result<Vec<Result<()>>> {
@@ -228,7 +239,7 @@ impl<T: JobStore + ?Sized> JobStore for Arc<T> {
     async fn register_recurrent(&self, job: RecurrentRegistration) -> Result<JobId> {
         (**self).register_recurrent(job).await
     }
-    async fn claim(&self, request: &ClaimRequest) -> Result<Vec<ClaimedJob>> {
+    async fn claim(&self, request: &ClaimRequest) -> Result<Claimed> {
         (**self).claim(request).await
     }
     async fn extend_lock(&self, lease: &Lease, lock_time: Duration) -> Result<DateTime<Utc>> {

@@ -1,12 +1,12 @@
 //! [`MemoryStore`]: the [`JobStore`] implementation.
 
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use dogs_core::{
-    async_trait, truncate_millis, ClaimRequest, ClaimedJob, Completion, Execution, ExecutionQuery,
+    async_trait, truncate_millis, ClaimRequest, Claimed, Completion, Execution, ExecutionQuery,
     Finish, Job, JobCounts, JobId, JobQuery, JobStore, Lease, NewJob, PruneReport,
     RecurrentRegistration, Result, Scheduled, WakeUpSender, WakeUps,
 };
@@ -35,15 +35,15 @@ impl std::fmt::Debug for MemoryStore {
     }
 }
 
-struct Shared {
+pub(crate) struct Shared {
     state: Mutex<State>,
-    clock: Arc<dyn Clock>,
+    pub(crate) clock: Arc<dyn Clock>,
     max_params_bytes: usize,
-    wake: WakeUpSender,
+    pub(crate) wake: WakeUpSender,
     /// Tells the timer task that an earlier instant may need watching.
     timer_changed: watch::Sender<()>,
     /// The instant (ms since the epoch) the timer task is sleeping until; `i64::MAX` for none.
-    armed_until: AtomicI64,
+    pub(crate) armed_until: AtomicI64,
     timer_started: OnceLock<()>,
 }
 
@@ -105,56 +105,18 @@ impl MemoryStore {
         self.shared.timer_started.get_or_init(|| {
             let changed = self.shared.timer_changed.subscribe();
             let jumps = self.shared.clock.jumps();
-            tokio::spawn(timer(Arc::downgrade(&self.shared), changed, jumps));
+            tokio::spawn(crate::wakeups::timer(
+                Arc::downgrade(&self.shared),
+                changed,
+                jumps,
+            ));
         });
     }
 }
 
 impl Shared {
-    fn state(&self) -> MutexGuard<'_, State> {
+    pub(crate) fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-/// Sleeps until the next run time or lease end, wakes the workers then, and starts over.
-async fn timer(
-    shared: Weak<Shared>,
-    mut changed: watch::Receiver<()>,
-    mut jumps: Option<watch::Receiver<()>>,
-) {
-    let mut watched_until = DateTime::<Utc>::MIN_UTC;
-    loop {
-        let Some(store) = shared.upgrade() else {
-            return;
-        };
-        changed.borrow_and_update();
-        if let Some(jumps) = &mut jumps {
-            jumps.borrow_and_update();
-        }
-        let now = truncate_millis(store.clock.now());
-        let next = store.state().next_due_after(watched_until);
-        if next.is_some_and(|at| at <= now) {
-            store.wake.notify();
-            watched_until = now;
-            continue;
-        }
-        store.armed_until.store(
-            next.map_or(i64::MAX, |at| at.timestamp_millis()),
-            Ordering::Release,
-        );
-        drop(store);
-        let sleep = next.map(|at| (at - now).to_std().unwrap_or(Duration::ZERO));
-        let jumped = async {
-            match &mut jumps {
-                Some(jumps) => jumps.changed().await.is_ok(),
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = async { tokio::time::sleep(sleep.unwrap_or(Duration::MAX)).await }, if sleep.is_some() => {}
-            alive = changed.changed() => if alive.is_err() { return },
-            _ = jumped => {}
-        }
     }
 }
 
@@ -202,7 +164,8 @@ impl JobStore for MemoryStore {
         Ok(id)
     }
 
-    async fn claim(&self, request: &ClaimRequest) -> Result<Vec<ClaimedJob>> {
+    async fn claim(&self, request: &ClaimRequest) -> Result<Claimed> {
+        request.validate()?;
         let now = MemoryStore::now(self);
         let (claimed, effects) = self.state().claim(request, now);
         self.apply(effects);
@@ -210,6 +173,7 @@ impl JobStore for MemoryStore {
     }
 
     async fn extend_lock(&self, lease: &Lease, lock_time: Duration) -> Result<DateTime<Utc>> {
+        dogs_core::validate_lock_time(lock_time)?;
         let now = MemoryStore::now(self);
         let (until, effects) = self.state().extend_lock(lease, lock_time, now)?;
         self.apply(effects);
@@ -217,6 +181,7 @@ impl JobStore for MemoryStore {
     }
 
     async fn complete(&self, lease: &Lease, completion: Completion) -> Result<()> {
+        completion.validate()?;
         let now = MemoryStore::now(self);
         let effects = self.state().complete(lease, completion, now)?;
         self.apply(effects);
@@ -229,6 +194,7 @@ impl JobStore for MemoryStore {
         completion: Completion,
         execution: Option<&Execution>,
     ) -> Result<()> {
+        completion.validate()?;
         let now = MemoryStore::now(self);
         let effects = {
             let mut state = self.state();
@@ -250,6 +216,7 @@ impl JobStore for MemoryStore {
             items
                 .into_iter()
                 .map(|item| {
+                    item.completion.validate()?;
                     let effects = state.complete(&item.lease, item.completion, now)?;
                     if let Some(execution) = &item.execution {
                         state.record_execution(execution, now);

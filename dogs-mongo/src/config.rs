@@ -40,6 +40,7 @@ pub struct MongoStoreBuilder {
     pub(crate) jobs: String,
     pub(crate) executions: String,
     pub(crate) timeout: Duration,
+    pub(crate) request_timeout: Duration,
     pub(crate) max_params_bytes: usize,
 }
 
@@ -52,6 +53,7 @@ impl fmt::Debug for MongoStoreBuilder {
             .field("jobs", &self.jobs)
             .field("executions", &self.executions)
             .field("timeout", &self.timeout)
+            .field("request_timeout", &self.request_timeout)
             .field("max_params_bytes", &self.max_params_bytes)
             .finish()
     }
@@ -66,6 +68,7 @@ impl Default for MongoStoreBuilder {
             jobs: DEFAULT_JOBS_COLLECTION.to_owned(),
             executions: DEFAULT_EXECUTIONS_COLLECTION.to_owned(),
             timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
             max_params_bytes: DEFAULT_MAX_PARAMS_BYTES,
         }
     }
@@ -109,6 +112,14 @@ impl MongoStoreBuilder {
         self
     }
 
+    /// How long one call may take, finding the server included, before it fails with
+    /// `Unavailable` (default 30 s): a server that stops answering cannot hang a worker, nor its
+    /// shutdown.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
     /// Refuses params larger than `bytes` of JSON (default 8 MiB).
     pub fn max_params_bytes(mut self, bytes: usize) -> Self {
         self.max_params_bytes = bytes;
@@ -128,12 +139,12 @@ impl MongoStoreBuilder {
         let (database, address) = match (&self.database, &self.url) {
             (Some(database), _) => (database.clone(), "the given database".to_owned()),
             (None, Some(url)) => {
-                let mut options = ClientOptions::parse(url).await.map_err(|e| {
+                // The parser's own message may quote the URL, password included: not kept.
+                let mut options = ClientOptions::parse(url).await.map_err(|_| {
                     Error::config(format!(
                         "the MongoDB URL {} does not parse",
                         dogs_core::redact_url(url)
                     ))
-                    .with_source(e)
                 })?;
                 options.server_selection_timeout = Some(self.timeout);
                 options.connect_timeout = Some(self.timeout);
@@ -164,6 +175,7 @@ impl MongoStoreBuilder {
             &self.jobs,
             &self.executions,
             self.max_params_bytes,
+            self.request_timeout,
             &address,
         )
         .await

@@ -27,6 +27,10 @@ pub(crate) fn mongo_error(what: &str, error: mongodb::error::Error) -> Error {
         | MongoKind::ServerSelection { .. }
         | MongoKind::ConnectionPoolCleared { .. }
         | MongoKind::DnsResolve { .. } => ErrorKind::Unavailable,
+        // The driver refuses a document over the server's size limit before sending it.
+        MongoKind::InvalidArgument { message, .. } if message.contains("must be within") => {
+            ErrorKind::TooLarge
+        }
         MongoKind::InvalidArgument { .. } => ErrorKind::InvalidInput,
         MongoKind::Authentication { .. } => ErrorKind::Config,
         MongoKind::BsonSerialization(_) => ErrorKind::Serialization,
@@ -45,4 +49,16 @@ pub(crate) fn mongo_error(what: &str, error: mongodb::error::Error) -> Error {
 /// A stored document that does not have the fields dogs writes.
 pub(crate) fn corrupt(what: &str) -> Error {
     Error::new(ErrorKind::Corrupt, format!("MongoDB: {what}"))
+}
+
+/// Whether `error` is the server's duplicate key error.
+pub(crate) fn is_duplicate(error: &Error) -> bool {
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if let Some(e) = cause.downcast_ref::<mongodb::error::Error>() {
+            return code(e) == Some(DUPLICATE_KEY);
+        }
+        source = cause.source();
+    }
+    false
 }

@@ -1,9 +1,15 @@
 #![doc = include_str!("../README.md")]
 
+mod claim;
 mod config;
+mod decode;
 mod error;
+mod finish;
+mod read;
+mod remove;
+mod schedule;
 mod store;
-mod watcher;
+mod wakeups;
 
 pub use config::{
     MongoStoreBuilder, DEFAULT_DATABASE, DEFAULT_EXECUTIONS_COLLECTION, DEFAULT_JOBS_COLLECTION,

@@ -41,6 +41,7 @@ pub struct PostgresStoreBuilder {
     pub(crate) schema: String,
     pub(crate) max_connections: u32,
     pub(crate) acquire_timeout: Duration,
+    pub(crate) request_timeout: Duration,
     pub(crate) migrate: bool,
     pub(crate) max_params_bytes: usize,
 }
@@ -63,6 +64,7 @@ impl fmt::Debug for PostgresStoreBuilder {
             .field("schema", &self.schema)
             .field("max_connections", &self.max_connections)
             .field("acquire_timeout", &self.acquire_timeout)
+            .field("request_timeout", &self.request_timeout)
             .field("migrate", &self.migrate)
             .finish()
     }
@@ -75,6 +77,7 @@ impl Default for PostgresStoreBuilder {
             schema: DEFAULT_SCHEMA.to_owned(),
             max_connections: 10,
             acquire_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
             migrate: true,
             max_params_bytes: DEFAULT_MAX_PARAMS_BYTES,
         }
@@ -115,6 +118,13 @@ impl PostgresStoreBuilder {
         self
     }
 
+    /// How long one call may take, connection included, before it fails with `Unavailable`
+    /// (default 30 s): a server that stops answering cannot hang a worker, nor its shutdown.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
     /// Whether `connect` applies the migrations (default true). Without it, call
     /// [`PostgresStore::migrate`] yourself.
     pub fn migrate_on_connect(mut self, migrate: bool) -> Self {
@@ -138,12 +148,12 @@ impl PostgresStoreBuilder {
         let pool = match &self.source {
             Some(Source::Pool(pool)) => pool.clone(),
             Some(Source::Url(url)) => {
-                let options = PgConnectOptions::from_str(url).map_err(|e| {
+                // The parser's own message may quote the URL, password included: not kept.
+                let options = PgConnectOptions::from_str(url).map_err(|_| {
                     Error::config(format!(
                         "the PostgreSQL URL {} does not parse",
                         dogs_core::redact_url(url)
                     ))
-                    .with_source(e)
                 })?;
                 let address = format!("{}:{}", options.get_host(), options.get_port());
                 PgPoolOptions::new()
@@ -162,7 +172,12 @@ impl PostgresStoreBuilder {
             }
             None => return Err(Error::config("a PostgreSQL store needs a URL or a pool")),
         };
-        let store = PostgresStore::new(pool, self.schema, self.max_params_bytes);
+        let store = PostgresStore::new(
+            pool,
+            self.schema,
+            self.max_params_bytes,
+            self.request_timeout,
+        );
         if self.migrate {
             store.migrate().await?;
         }

@@ -28,9 +28,24 @@ pub(crate) fn db_error(what: &str, error: sqlx::Error) -> Error {
             Some(code) if code.starts_with("54") || code == "22001" => ErrorKind::TooLarge,
             // untranslatable_character, character_not_in_repertoire, invalid text
             Some("22P05" | "22021" | "22P02") => ErrorKind::InvalidInput,
+            // datetime_field_overflow, interval_field_overflow: a time past what it holds
+            Some("22008" | "22015") => ErrorKind::InvalidInput,
             _ => ErrorKind::Backend,
         },
         _ => ErrorKind::Backend,
     };
     Error::new(kind, format!("PostgreSQL: {what} failed")).with_source(error)
+}
+
+/// Whether `error` comes from a serialization failure or a deadlock: the statement can run
+/// again and succeed.
+pub(crate) fn is_serialization_failure(error: &Error) -> bool {
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if let Some(sqlx::Error::Database(db)) = cause.downcast_ref::<sqlx::Error>() {
+            return matches!(db.code().as_deref(), Some("40001" | "40P01"));
+        }
+        source = cause.source();
+    }
+    false
 }

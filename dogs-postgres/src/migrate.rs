@@ -13,6 +13,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "row wake-ups",
         include_str!("migrations/002_row_wakeups.sql"),
     ),
+    (
+        3,
+        "next due, per-name indexes, wake-ups for later jobs",
+        include_str!("migrations/003_next_due.sql"),
+    ),
 ];
 
 /// Applies the migrations `schema` lacks, in one transaction per migration, serialised across
@@ -51,7 +56,7 @@ pub(crate) async fn migrate(pool: &PgPool, schema: &str) -> Result<()> {
         let sql = sql
             .replace(
                 "{claim_candidates}",
-                &crate::store::claim_candidates("p_names", "p_lock_ms", "p_limit", "v_now"),
+                &crate::claim::claim_candidates("p_names", "p_lock_ms", "p_limit", "v_now"),
             )
             .replace("{schema}", schema)
             .replace("{channel}", &crate::store::channel(schema));

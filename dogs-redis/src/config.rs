@@ -110,12 +110,12 @@ impl RedisStoreBuilder {
         validate_prefix(&self.prefix)?;
         let client = match (&self.client, &self.url) {
             (Some(client), _) => Some(client.clone()),
-            (None, Some(url)) => Some(redis::Client::open(url.as_str()).map_err(|e| {
+            // The parser's own message may quote the URL, password included: not kept.
+            (None, Some(url)) => Some(redis::Client::open(url.as_str()).map_err(|_| {
                 Error::config(format!(
                     "the Redis URL {} does not parse",
                     dogs_core::redact_url(url)
                 ))
-                .with_source(e)
             })?),
             (None, None) => None,
         };
@@ -145,12 +145,9 @@ impl RedisStoreBuilder {
                 ))
             }
         };
-        Ok(RedisStore::new(
-            connection,
-            client,
-            &self.prefix,
-            self.max_params_bytes,
-        ))
+        let store = RedisStore::new(connection, client, &self.prefix, self.max_params_bytes);
+        store.migrate().await?;
+        Ok(store)
     }
 }
 

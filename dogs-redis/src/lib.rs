@@ -1,10 +1,16 @@
 #![doc = include_str!("../README.md")]
 
+mod claim;
 mod config;
+mod decode;
 mod error;
+mod finish;
+mod read;
+mod remove;
+mod schedule;
 mod scripts;
 mod store;
-mod subscriber;
+mod wakeups;
 
 pub use config::{RedisStoreBuilder, DEFAULT_MAX_PARAMS_BYTES, DEFAULT_PREFIX};
 pub use store::RedisStore;

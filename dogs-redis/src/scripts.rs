@@ -14,6 +14,7 @@ pub(crate) struct Scripts {
     pub(crate) record: Script,
     pub(crate) cancel: Script,
     pub(crate) prune: Script,
+    pub(crate) migrate: Script,
 }
 
 fn script(body: &str) -> Script {
@@ -31,6 +32,7 @@ impl Scripts {
             record: script(include_str!("lua/record.lua")),
             cancel: script(include_str!("lua/cancel.lua")),
             prune: script(include_str!("lua/prune.lua")),
+            migrate: script(include_str!("lua/migrate.lua")),
         }
     }
 }

@@ -5,13 +5,15 @@
 //! ```text
 //! dogs-test-worker --backend postgres --url URL --namespace NS --out FILE
 //!     [--name work] [--slots 32] [--lock-ms 30000] [--poll-ms 500] [--grace-ms 30000]
-//!     [--timeout-ms 10000] [--worker-id ID] [--mode quick|hold|slow] [--slow-ms 5000]
+//!     [--timeout-ms 10000] [--worker-id ID] [--mode quick|hold|sleep|slow] [--slow-ms 5000]
 //! ```
 //!
-//! Lines written: `start <job id> <tries> <was_stale 0|1>` when a handler starts, and in `slow`
-//! mode `late <job id>` when a handler that outlived its lease returns. Modes:
+//! Lines written: `start <job id> <tries> <was_stale 0|1> <its clock, in Unix ms>` when a handler
+//! starts, and in `slow` mode `late <job id>` when a handler that outlived its lease returns.
+//! Modes:
 //! - `quick`: returns at once;
 //! - `hold`: keeps its lease alive with `extend_lock_time` until the process dies;
+//! - `sleep`: sleeps `--slow-ms` (yielding), then returns success;
 //! - `slow`: on its first try blocks its thread for `--slow-ms`, ignoring cancellation (a handler
 //!   that cannot be stopped), then returns success.
 //!
@@ -89,7 +91,7 @@ fn parse() -> Result<Args, String> {
     if args.backend.is_empty() || args.namespace.is_empty() || args.out.is_empty() {
         return Err("--backend, --namespace and --out are required".into());
     }
-    if !["quick", "hold", "slow"].contains(&args.mode.as_str()) {
+    if !["quick", "hold", "sleep", "slow"].contains(&args.mode.as_str()) {
         return Err(format!("unknown mode {}", args.mode));
     }
     Ok(args)
@@ -161,10 +163,11 @@ async fn run(args: Args) -> i32 {
             append(
                 &out,
                 format!(
-                    "start {} {} {}\n",
+                    "start {} {} {} {}\n",
                     ctx.id(),
                     ctx.tries(),
-                    u8::from(ctx.was_stale())
+                    u8::from(ctx.was_stale()),
+                    chrono::Utc::now().timestamp_millis()
                 ),
             );
             match mode.as_str() {
@@ -175,6 +178,10 @@ async fn run(args: Args) -> i32 {
                     }
                     ctx.extend_lock_time(lock).await?;
                 },
+                "sleep" => {
+                    tokio::time::sleep(slow).await;
+                    Ok(())
+                }
                 "slow" if ctx.tries() == 1 => {
                     // Blocks its thread: neither cancellation nor abort can stop it.
                     std::thread::sleep(slow);

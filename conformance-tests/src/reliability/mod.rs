@@ -9,8 +9,11 @@
 //!
 //! `SOAK=1` (or `SOAK_JOBS` / `SOAK_SECONDS`) turns the load scenarios into the long soak.
 
+pub mod clocks;
 pub mod inputs;
+pub mod network;
 pub mod process;
+pub mod proxy;
 pub mod records;
 pub mod scenarios;
 pub mod secrets;
@@ -52,6 +55,7 @@ pub async fn open_store(settings: &StoreSettings, namespace: &str) -> Result<Arc
                 .schema(namespace)
                 .max_connections(8)
                 .acquire_timeout(timeout)
+                .request_timeout(timeout)
                 .connect()
                 .await?,
         ),
@@ -68,6 +72,7 @@ pub async fn open_store(settings: &StoreSettings, namespace: &str) -> Result<Arc
                 .url(&settings.url)
                 .database(namespace)
                 .timeout(timeout)
+                .request_timeout(timeout)
                 .connect()
                 .await?,
         ),
@@ -142,7 +147,10 @@ pub fn scenarios() -> Vec<Scenario> {
         scenario!("exactly_once_under_load", ALL, s::exactly_once_under_load),
         scenario!("crash", SHARED, s::crash),
         scenario!("store_outage", SHARED, s::store_outage),
-        scenario!("clock_skew", SHARED, s::clock_skew),
+        scenario!("store_blip", SHARED, network::store_blip),
+        scenario!("stop_bound", SHARED, network::stop_bound),
+        scenario!("clock_skew", SHARED, clocks::clock_skew),
+        scenario!("clock_step", SHARED, clocks::clock_step),
         scenario!("slow_handler", ALL, s::slow_handler),
         scenario!("hostile_strings", ALL, inputs::hostile_strings),
         scenario!("large_params", ALL, inputs::large_params),

@@ -15,7 +15,7 @@ pub struct WorkerSpec {
     pub label: String,
     /// The job name it defines.
     pub name: String,
-    /// `quick`, `hold` or `slow`.
+    /// `quick`, `hold`, `sleep` or `slow`.
     pub mode: &'static str,
     /// Worker slots.
     pub slots: usize,
@@ -153,6 +153,19 @@ impl WorkerProcess {
             .collect()
     }
 
+    /// The job ids it started, each with its clock (Unix ms) at the start.
+    pub fn start_clocks(&self) -> Vec<(String, i64)> {
+        let text = std::fs::read_to_string(&self.out).unwrap_or_default();
+        text.lines()
+            .filter_map(
+                |line| match line.split(' ').collect::<Vec<_>>().as_slice() {
+                    ["start", id, _, _, clock] => Some(((*id).to_owned(), clock.parse().ok()?)),
+                    _ => None,
+                },
+            )
+            .collect()
+    }
+
     /// Its standard error so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -223,7 +236,7 @@ pub fn read_lines(path: &Path) -> Vec<Line> {
         .filter_map(|line| {
             let parts: Vec<&str> = line.split(' ').collect();
             match parts.as_slice() {
-                ["start", id, tries, stale] => Some(Line::Start(
+                ["start", id, tries, stale, ..] => Some(Line::Start(
                     (*id).to_owned(),
                     tries.parse().ok()?,
                     *stale == "1",

@@ -1,11 +1,11 @@
-//! The fault scenarios: load, crash, store outage, clock skew, a handler far past its lease.
+//! The fault scenarios: load, crash, store outage, a handler far past its lease.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dogs_core::prelude::*;
-use dogs_core::{ClaimRequest, ErrorKind, ExecutionQuery, ExecutionStatus, JobStore, NewJob};
+use dogs_core::{ErrorKind, ExecutionQuery, ExecutionStatus, JobStore, NewJob};
 use serde_json::{json, Value};
 
 use super::process::{log_summary, start_counts, Line, WorkerProcess, WorkerSpec};
@@ -30,7 +30,7 @@ pub fn soak() -> Option<(usize, Duration)> {
 }
 
 /// Jobs not yet finished (pending, running or failed) of `name`.
-async fn remaining(store: &dyn JobStore, name: &str) -> u64 {
+pub(crate) async fn remaining(store: &dyn JobStore, name: &str) -> u64 {
     store
         .count_jobs()
         .await
@@ -45,7 +45,7 @@ async fn remaining(store: &dyn JobStore, name: &str) -> u64 {
 }
 
 /// Schedules `count` jobs of `name` in batches of 500 and returns their ids.
-async fn schedule_batch(
+pub(crate) async fn schedule_batch(
     store: &dyn JobStore,
     name: &str,
     first: usize,
@@ -66,7 +66,7 @@ async fn schedule_batch(
     ids
 }
 
-fn assert_quiet_logs(workers: &[&WorkerProcess], max_problems: usize) {
+pub(crate) fn assert_quiet_logs(workers: &[&WorkerProcess], max_problems: usize) {
     for worker in workers {
         let log = worker.log();
         let (panics, problems) = log_summary(&log);
@@ -415,131 +415,6 @@ impl Calls {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-    }
-}
-
-fn fake_clock(offset: &str) -> Vec<(String, String)> {
-    vec![
-        ("LD_PRELOAD".into(), super::servers::libfaketime()),
-        ("FAKETIME".into(), offset.into()),
-        ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
-        ("FAKETIME_DONT_RESET".into(), "1".into()),
-    ]
-}
-
-/// Clock skew: worker processes whose clocks are ten minutes ahead and ten minutes behind run
-/// due jobs, but neither steals a live lease nor runs a job due in a minute: the store's clock
-/// decides.
-pub async fn clock_skew(env: Env) {
-    let store = env.store().await;
-    let mut workers = Vec::new();
-    for (label, offset) in [("ahead", "+10m"), ("behind", "-10m")] {
-        let name = format!("skew_{label}");
-        // Live leases (held by this test) and jobs due in a minute.
-        let mut held = Vec::new();
-        for i in 0..3 {
-            schedule_new(&*store, NewJob::new(name.as_str(), json!({ "held": i }))).await;
-        }
-        let claimed = store
-            .claim(
-                &ClaimRequest::new([name.as_str()], Duration::from_secs(60), 3).worker_id("test"),
-            )
-            .await
-            .unwrap();
-        assert_eq!(claimed.len(), 3);
-        held.extend(claimed);
-        let mut future = Vec::new();
-        for i in 0..3 {
-            future.push(
-                schedule_new(
-                    &*store,
-                    NewJob::new(name.as_str(), json!({ "future": i }))
-                        .run_at(RunAt::In(Duration::from_secs(60))),
-                )
-                .await,
-            );
-        }
-        let worker = WorkerProcess::start(
-            &env,
-            &WorkerSpec {
-                slots: 8,
-                poll: Duration::from_millis(100),
-                env: fake_clock(offset),
-                ..WorkerSpec::new(label, &name)
-            },
-        );
-        // The fake clock took: the worker's clock is ten minutes off, as asked.
-        let off = worker.clock_offset.as_secs_f64();
-        assert!(
-            (off - 600.0).abs() < 60.0 && worker.clock_ahead == (label == "ahead"),
-            "worker {label}: its clock is {off:.0} s {} (libfaketime not in effect?)",
-            if worker.clock_ahead {
-                "ahead"
-            } else {
-                "behind"
-            }
-        );
-        workers.push((worker, name, held, future));
-    }
-    // Due jobs, in two rounds a few seconds apart: each worker claims many times meanwhile.
-    for round in 0..2 {
-        let mut due = Vec::new();
-        for (_, name, ..) in &workers {
-            for i in 0..10 {
-                due.push((
-                    name.clone(),
-                    schedule_new(
-                        &*store,
-                        NewJob::new(name.as_str(), json!({ "due": i, "round": round })),
-                    )
-                    .await
-                    .to_string(),
-                ));
-            }
-        }
-        wait_until(
-            "the skewed workers run every due job",
-            Duration::from_secs(30),
-            || async {
-                due.iter().all(|(name, id)| {
-                    workers
-                        .iter()
-                        .any(|(w, n, ..)| n == name && w.started().contains(id))
-                })
-            },
-        )
-        .await;
-        if round == 0 {
-            tokio::time::sleep(Duration::from_secs(3)).await;
-        }
-    }
-    for (worker, name, held, future) in workers {
-        let ran: HashSet<String> = worker.started().into_iter().collect();
-        assert_eq!(ran.len(), 20, "{name}: only the due jobs ran, once each");
-        for claimed in &held {
-            assert!(
-                !ran.contains(claimed.job.id.as_str()),
-                "{name}: a live lease was stolen"
-            );
-            store
-                .complete(&claimed.lease, dogs_core::Completion::Remove)
-                .await
-                .unwrap_or_else(|e| panic!("{name}: the lease held by the test was lost: {e}"));
-        }
-        for id in &future {
-            assert!(
-                !ran.contains(id.as_str()),
-                "{name}: a job due in a minute ran early"
-            );
-            let job = store.get_job(id).await.unwrap().unwrap();
-            assert_eq!(
-                job.state,
-                dogs_core::JobState::Pending,
-                "{name}: still waiting"
-            );
-        }
-        assert_quiet_logs(&[&worker], 0);
-        worker.stop(Duration::from_secs(30)).await;
     }
 }
 

@@ -1,30 +1,37 @@
 -- Leases up to `limit` due jobs of the given names. ARGV: prefix, limit, worker id, token base,
 -- then pairs of job name and lease time (ms).
--- First makes due scheduled jobs pending and reclaims leases that ran out (demoted: their
--- execution went stale). Reads only what is due: far-future and failed jobs cost nothing.
--- Returns: now, the number of commands run, then one JSON object per leased job, in claim order.
+-- First makes those names' due scheduled jobs pending and reclaims their leases that ran out
+-- (demoted: their execution went stale). Reads only what is due: far-future and failed jobs
+-- cost nothing.
+-- Returns: now, the number of commands run, when the next job of those names is due (ms; now
+-- when due jobs are left, -1 when there is none), then one JSON object per leased job, in claim
+-- order.
 local now = now_ms()
 
-local due = call('ZRANGEBYSCORE', key('scheduled'), '-inf', now, 'LIMIT', 0, 1000)
-for _, id in ipairs(due) do
-  call('ZREM', key('scheduled'), id)
-  local job = load(id)
-  if job then
-    job.state = 'pending'
-    put(id, { state = 'pending' })
-    index(id, job)
+for i = 5, #ARGV, 2 do
+  local name = ARGV[i]
+  local due = call('ZRANGEBYSCORE', key('scheduled', name), '-inf', now, 'LIMIT', 0, 1000)
+  for _, id in ipairs(due) do
+    call('ZREM', key('scheduled', name), id)
+    local job = load(id)
+    if job then
+      job.name = name
+      job.state = 'pending'
+      put(id, { state = 'pending' })
+      index(id, job)
+    end
   end
-end
-
-local expired = call('ZRANGEBYSCORE', key('leases'), '-inf', now, 'LIMIT', 0, 1000)
-for _, id in ipairs(expired) do
-  call('ZREM', key('leases'), id)
-  local job = load(id)
-  if job then
-    job.state = 'pending'
-    job.demoted = '1'
-    put(id, { state = 'pending', demoted = '1' })
-    index(id, job)
+  local expired = call('ZRANGEBYSCORE', key('leases', name), '-inf', now, 'LIMIT', 0, 1000)
+  for _, id in ipairs(expired) do
+    call('ZREM', key('leases', name), id)
+    local job = load(id)
+    if job then
+      job.name = name
+      job.state = 'pending'
+      job.demoted = '1'
+      put(id, { state = 'pending', demoted = '1' })
+      index(id, job)
+    end
   end
 end
 
@@ -41,27 +48,7 @@ table.sort(candidates, function(a, b) return a[1] < b[1] end)
 -- How long a record that cannot be read stays visible as failed (7 days).
 local UNREADABLE_RETENTION_MS = 7 * 24 * 3600 * 1000
 
--- Why a job record cannot be claimed, or nil when it can.
-local TEXT_FIELDS = { 'name', 'kind', 'params', 'state' }
-local NUMBER_FIELDS = { 'priority', 'run_at', 'tries' }
-local function unreadable(job)
-  if not job then
-    return 'no job record'
-  end
-  for i = 1, #TEXT_FIELDS do
-    if type(job[TEXT_FIELDS[i]]) ~= 'string' then
-      return 'no ' .. TEXT_FIELDS[i]
-    end
-  end
-  for i = 1, #NUMBER_FIELDS do
-    if not tonumber(job[NUMBER_FIELDS[i]]) then
-      return NUMBER_FIELDS[i] .. ' is not a number'
-    end
-  end
-  return nil
-end
-
-local out = { now, 0 }
+local out = { now, 0, now }
 for i = 1, math.min(limit, #candidates) do
   local member, name, lock_ms = candidates[i][1], candidates[i][2], candidates[i][3]
   local id = text(tonumber(string.sub(member, -20)) or 0)
@@ -86,7 +73,7 @@ for i = 1, math.min(limit, #candidates) do
       state = 'running', tries = tries, demoted = '0', token = token,
       locked_until = locked_until, locked_by = ARGV[3],
     })
-    later(later_zadd, key('leases'), locked_until, id)
+    later(later_zadd, key('leases', name), locked_until, id)
     out[#out + 1] = cjson.encode({
       id = id, name = job.name, kind = job.kind, params = job.params,
       priority = job.priority, run_at = text(job.run_at), uid = job.uid,
@@ -96,7 +83,28 @@ for i = 1, math.min(limit, #candidates) do
     })
   end
 end
--- One command per name and one for the leases, whatever the batch size.
+-- One command per name for the ready sets and one for the leases, whatever the batch size.
 flush_later()
+if #out - 3 < limit then
+  -- Fewer than asked: when is the next job of these names due?
+  local next_due = -1
+  for i = 5, #ARGV, 2 do
+    local name = ARGV[i]
+    if call('ZCARD', key('ready', name)) > 0 then
+      next_due = now
+      break
+    end
+    for _, set in ipairs({ 'scheduled', 'leases' }) do
+      local first = call('ZRANGE', key(set, name), 0, 0, 'WITHSCORES')
+      if first[2] then
+        local at = tonumber(first[2])
+        if next_due < 0 or at < next_due then
+          next_due = at
+        end
+      end
+    end
+  end
+  out[3] = next_due
+end
 out[2] = calls
 return out

@@ -6,16 +6,18 @@
 --   P:job:<id>          hash: one job
 --   P:jobs              zset of every job id (score = id)
 --   P:byname:<name>     zset of the job ids of one name
---   P:scheduled         zset: pending jobs whose run time was ahead, score = run time (ms)
+--   P:scheduled:<name>  zset: pending jobs of one name whose run time was ahead, score = run
+--                       time (ms)
 --   P:ready:<name>      zset of due jobs of one name, all scores 0, members in claim order
---   P:leases            zset: leased jobs, score = lease end (ms)
+--   P:leases:<name>     zset: leased jobs of one name, score = lease end (ms)
 --   P:failed            zset: failed jobs, score = end of retention (ms)
 --   P:unique            hash: "<len>:<name><unique id>" -> id of the live job
 --   P:recurrent         hash: name -> id of the recurrent job
 --   P:exec:<id>         hash: one execution record (field json)
 --   P:execs:<name>      zset of the execution ids of one name, score = start (ms)
 --   P:exec_expiry       zset of execution ids, score = expiry (ms)
---   P:wake              pub/sub channel: a job became due
+--   P:layout            the key layout's version (2: per-name scheduled and leases sets)
+--   P:wake              pub/sub channel: a job became due, or was stored for later
 local P = ARGV[1]
 local calls = 0
 
@@ -64,29 +66,51 @@ end
 -- Takes a job out of the index its state names.
 local function unindex(id, job)
   if job.state == 'scheduled' then
-    call('ZREM', key('scheduled'), id)
+    call('ZREM', key('scheduled', job.name), id)
   elseif job.state == 'pending' then
     call('ZREM', key('ready', job.name), ready_member(job, id))
   elseif job.state == 'running' then
-    call('ZREM', key('leases'), id)
+    call('ZREM', key('leases', job.name), id)
   elseif job.state == 'failed' then
     call('ZREM', key('failed'), id)
   end
 end
 
--- Puts a job into the index its state names; true when it is due now.
+-- Puts a job into the index its state names; true when it is due now or later (idle workers
+-- are to be woken).
 local function index(id, job)
   if job.state == 'scheduled' then
-    call('ZADD', key('scheduled'), job.run_at, id)
+    call('ZADD', key('scheduled', job.name), job.run_at, id)
+    return true
   elseif job.state == 'pending' then
     call('ZADD', key('ready', job.name), 0, ready_member(job, id))
     return true
   elseif job.state == 'running' then
-    call('ZADD', key('leases'), job.locked_until, id)
+    call('ZADD', key('leases', job.name), job.locked_until, id)
   elseif job.state == 'failed' then
     call('ZADD', key('failed'), job.expires_at, id)
   end
   return false
+end
+
+-- Why a job record cannot be worked on, or nil when it can: the fields every script reads.
+local TEXT_FIELDS = { 'name', 'kind', 'params', 'state' }
+local NUMBER_FIELDS = { 'priority', 'run_at', 'tries' }
+local function unreadable(job)
+  if not job then
+    return 'no job record'
+  end
+  for i = 1, #TEXT_FIELDS do
+    if type(job[TEXT_FIELDS[i]]) ~= 'string' then
+      return 'no ' .. TEXT_FIELDS[i]
+    end
+  end
+  for i = 1, #NUMBER_FIELDS do
+    if not tonumber(job[NUMBER_FIELDS[i]]) then
+      return NUMBER_FIELDS[i] .. ' is not a number'
+    end
+  end
+  return nil
 end
 
 -- A value as stored: whole numbers in full (`tostring` would write 1e+14).

@@ -8,7 +8,9 @@
 --   fail        error, retention (ms)
 --   demote
 --   release
--- Returns per job 1, or 0 when its token is not current (nothing changed, nothing recorded).
+-- Returns per job 1, 0 when its token is not current (nothing changed, nothing recorded), or -1
+-- when its record cannot be read (nothing changed). Every entry is checked before anything is
+-- written, so a record that cannot be read never leaves the batch half applied.
 local now = now_ms()
 local woke = false
 local recorded = 0
@@ -23,7 +25,7 @@ local function complete_one(b)
   if completion == 'remove' and job.state == 'running' then
     -- The usual end of an execution, in as few commands as it takes: the index removals are
     -- gathered for the whole batch.
-    later(later_zrem, key('leases'), id)
+    later(later_zrem, key('leases', job.name), id)
     free_unique(id, job)
     call('DEL', key('job', id))
     later(later_zrem, key('jobs'), id)
@@ -80,9 +82,28 @@ local function complete_one(b)
   return 1
 end
 
+-- First, without writing: which entries hold a current token on a record that can be read.
+local count = tonumber(ARGV[2])
+local checked = {}
+for i = 0, count - 1 do
+  local b = 3 + i * 12
+  local job = load(ARGV[b])
+  if not job or job.token ~= ARGV[b + 1] or (job.state ~= 'running' and job.state ~= 'pending') then
+    checked[i] = 0
+  elseif unreadable(job) then
+    checked[i] = -1
+  else
+    checked[i] = 1
+  end
+end
+-- Then the writes, each checked again (an earlier entry of the batch may have ended the job).
 local out = {}
-for i = 0, tonumber(ARGV[2]) - 1 do
-  out[#out + 1] = complete_one(3 + i * 12)
+for i = 0, count - 1 do
+  if checked[i] == 1 then
+    out[#out + 1] = complete_one(3 + i * 12)
+  else
+    out[#out + 1] = checked[i]
+  end
 end
 flush_later()
 if recorded > 0 then

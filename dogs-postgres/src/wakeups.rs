@@ -1,5 +1,6 @@
 //! Wake-ups over LISTEN/NOTIFY: a dedicated connection that wakes idle workers when a statement
-//! leaves a due job behind, and reconnects when the connection drops (polling covers the gap).
+//! leaves a job behind that is due or will be (so they learn its time from their next claim),
+//! and reconnects when the connection drops (polling covers the gap).
 
 use dogs_core::{listen_with_reconnect, WakeUpSender};
 use sqlx::postgres::PgListener;

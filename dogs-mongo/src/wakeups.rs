@@ -7,11 +7,13 @@ use mongodb::bson::{doc, Document};
 use mongodb::Collection;
 use tokio_util::sync::CancellationToken;
 
-/// Watches for jobs that become due now until `stop` fires.
+/// Watches for jobs that become due, or are stored or rescheduled for later (idle workers learn
+/// their time from their next claim), until `stop` fires.
 pub(crate) async fn watch(jobs: Collection<Document>, wake: WakeUpSender, stop: CancellationToken) {
+    let waiting = doc! { "$in": ["pending", "scheduled"] };
     let pipeline = [doc! { "$match": { "$or": [
-        { "operationType": "insert", "fullDocument.state": "pending" },
-        { "operationType": "update", "updateDescription.updatedFields.state": "pending" },
+        { "operationType": "insert", "fullDocument.state": waiting.clone() },
+        { "operationType": "update", "updateDescription.updatedFields.state": waiting },
     ] } }];
     let connect = || async {
         let stream = jobs.watch().pipeline(pipeline.clone()).await?;

@@ -1,5 +1,6 @@
-//! Wake-ups over pub/sub: a dedicated connection subscribed to the prefix's wake channel, which
-//! reconnects when it drops (workers poll meanwhile).
+//! Wake-ups over pub/sub: a dedicated connection subscribed to the prefix's wake channel, on
+//! which the scripts publish when a job is due or stored for later; it reconnects when it drops
+//! (workers poll meanwhile).
 
 use dogs_core::{listen_with_reconnect, WakeUpSender};
 use futures::StreamExt;

@@ -1,0 +1,189 @@
+//! One execution: runs a claimed job's handler while its lease lasts, stops it before the lease
+//! can end, saves the outcome, and keeps the worker slot until the handler has really stopped.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{watch, OwnedSemaphorePermit};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info_span, warn, Instrument};
+
+use crate::claim::{ClaimedJob, Completion};
+use crate::context::{JobContext, LeaseEnd, LeaseKeeper};
+use crate::definition::{JobDefinition, RunOutcome};
+use crate::dispatch::ClaimTiming;
+use crate::outcome::{Ending, Outcome, StoreClock};
+use crate::worker::Shared;
+
+/// Runs one claimed job to its end, saves the outcome, then keeps its slot for the cooldown.
+pub(crate) async fn execute(
+    shared: Arc<Shared>,
+    claimed: ClaimedJob,
+    timing: ClaimTiming,
+    permit: OwnedSemaphorePermit,
+) {
+    let span = info_span!(
+        "dogs.job",
+        job.name = %claimed.job.name,
+        job.id = %claimed.job.id,
+        job.tries = claimed.job.tries,
+    );
+    async {
+        match shared.definitions.get(&claimed.job.name) {
+            Some(definition) => run_claimed(&shared, definition, claimed, timing).await,
+            None => {
+                // Only names of this worker set are claimed; release anything else untouched.
+                warn!("claimed a job this worker set does not define; releasing it");
+                let _ = shared
+                    .store
+                    .complete(&claimed.lease, Completion::Release)
+                    .await;
+            }
+        }
+        if !shared.options.cooldown_period.is_zero() {
+            tokio::select! {
+                _ = tokio::time::sleep(shared.options.cooldown_period) => {}
+                _ = shared.stop_claiming.cancelled() => {}
+            }
+        }
+        drop(permit);
+    }
+    .instrument(span)
+    .await
+}
+
+/// What ended the wait on a running handler first.
+enum First {
+    Returned(Result<RunOutcome, tokio::task::JoinError>),
+    Stale,
+    LeaseLost,
+    Cancelled,
+}
+
+async fn run_claimed(
+    shared: &Shared,
+    definition: &JobDefinition,
+    claimed: ClaimedJob,
+    timing: ClaimTiming,
+) {
+    let lock_time = definition.lock_time.unwrap_or(shared.options.lock_time);
+    // The lease started no earlier than the claim was asked for: an end counted from then is
+    // no later than the store's.
+    let lease = LeaseEnd::new(timing.asked_at, lock_time);
+    let clock = StoreClock {
+        at: claimed.claimed_at,
+        instant: timing.answered_at,
+    };
+    let outcome = Outcome::new(shared, definition, &claimed, clock);
+    if claimed.was_stale && claimed.job.tries > definition.max_tries() {
+        // Its last claims all ended without a finished execution (its workers died, or it went
+        // stale): it is not run again at once.
+        outcome.finish(Ending::Exhausted, lease.at).await;
+        return;
+    }
+
+    let (end_tx, end_rx) = watch::channel(lease);
+    let cancel = CancellationToken::new();
+    let lost = CancellationToken::new();
+    let job = &claimed.job;
+    let ctx = JobContext::new(
+        job.id.clone(),
+        job.name.clone(),
+        job.params.clone(),
+        job.tries,
+        claimed.was_stale,
+        cancel.clone(),
+        Some(LeaseKeeper {
+            store: Arc::clone(&shared.store),
+            lease: claimed.lease.clone(),
+            end: end_tx,
+            lost: lost.clone(),
+        }),
+    );
+    debug!(was_stale = claimed.was_stale, "execution started");
+
+    let mut handler = tokio::spawn(definition.handler.run(job.params.clone(), ctx.clone()));
+    let first = tokio::select! {
+        biased;
+        _ = lost.cancelled() => First::LeaseLost,
+        joined = &mut handler => First::Returned(joined),
+        _ = stop_point(end_rx.clone()) => First::Stale,
+        _ = shared.cancel_running.cancelled() => First::Cancelled,
+    };
+    let (ending, still_running) = match first {
+        // A refused extension may have made the handler return: the lease is lost all the same.
+        First::Returned(_) if lost.is_cancelled() => (Ending::LeaseLost, None),
+        First::Returned(Ok(outcome)) => (Ending::Ran(outcome), None),
+        First::Returned(Err(e)) if e.is_panic() => (
+            Ending::Panicked(format!(
+                "the handler panicked: {}",
+                crate::panic_text(&*e.into_panic())
+            )),
+            None,
+        ),
+        First::Returned(Err(_)) => (Ending::Cancelled, None),
+        First::LeaseLost => (
+            Ending::LeaseLost,
+            stop(&cancel, handler, lease.grace()).await,
+        ),
+        First::Stale => {
+            let grace = end_rx.borrow().grace();
+            (Ending::Stale, stop(&cancel, handler, grace).await)
+        }
+        First::Cancelled => (
+            Ending::Cancelled,
+            stop(&cancel, handler, lease.grace()).await,
+        ),
+    };
+    drop(ctx);
+    let lease_ends = end_rx.borrow().at;
+    outcome.finish(ending, lease_ends).await;
+    if let Some(handler) = still_running {
+        // It blocks its thread: abort cannot stop it. Its slot stays taken until it returns.
+        warn!("the handler blocks its thread and cannot be stopped; its slot stays taken until it returns");
+        let _ = handler.await;
+    }
+}
+
+/// Stops a handler whose outcome no longer counts: fires its cancellation signal, gives it
+/// `grace` to return on its own, then aborts it. Returns the handler when it is still running
+/// (it blocks its thread, so the abort cannot take effect).
+async fn stop(
+    cancel: &CancellationToken,
+    mut handler: JoinHandle<RunOutcome>,
+    grace: Duration,
+) -> Option<JoinHandle<RunOutcome>> {
+    cancel.cancel();
+    if tokio::time::timeout(grace, &mut handler).await.is_ok() {
+        return None;
+    }
+    handler.abort();
+    // An aborted task that yields ends at once.
+    match tokio::time::timeout(grace.max(Duration::from_millis(10)), &mut handler).await {
+        Ok(_) => None,
+        Err(_) => Some(handler),
+    }
+}
+
+/// Completes at the point where an execution whose lease was not extended must be stopped:
+/// before the lease can end, with room to stop the handler and release the job.
+async fn stop_point(mut end: watch::Receiver<LeaseEnd>) {
+    loop {
+        let at: Instant = end.borrow_and_update().stop_at();
+        tokio::select! {
+            _ = tokio::time::sleep_until(at) => {
+                if !end.has_changed().unwrap_or(false) {
+                    return;
+                }
+            }
+            changed = end.changed() => {
+                if changed.is_err() {
+                    tokio::time::sleep_until(at).await;
+                    return;
+                }
+            }
+        }
+    }
+}

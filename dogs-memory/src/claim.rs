@@ -1,0 +1,138 @@
+//! Claiming: moving what has become due into the ready sets, leasing the first due jobs of the
+//! requested names, and telling when the next one is due.
+
+use chrono::{DateTime, Utc};
+use dogs_core::{
+    add_duration, truncate_millis, ClaimRequest, Claimed, ClaimedJob, Lease, LeaseToken,
+};
+
+use crate::state::{Effects, LeaseState, Slot, State};
+
+impl State {
+    /// Moves the jobs of `names` that have become due or whose lease ran out to the ready sets
+    /// (the latter demoted), and drops failed jobs past their retention.
+    fn promote<'a>(&mut self, names: impl Iterator<Item = &'a str>, now: DateTime<Utc>) {
+        for name in names {
+            while let Some(&(run_at, seq)) = self.future.get(name).and_then(|set| set.first()) {
+                if run_at > now {
+                    break;
+                }
+                self.update(seq, |r| r.slot = Slot::Ready);
+            }
+            while let Some(&(until, seq)) = self.leases.get(name).and_then(|set| set.first()) {
+                if until > now {
+                    break;
+                }
+                // Its execution went stale: it waits behind every other due job.
+                self.update(seq, |r| {
+                    r.slot = Slot::Ready;
+                    r.demoted = true;
+                });
+            }
+        }
+        while let Some(&(expires_at, seq)) = self.failed.first() {
+            if expires_at > now {
+                break;
+            }
+            self.remove(seq);
+        }
+    }
+
+    pub(crate) fn claim(
+        &mut self,
+        request: &ClaimRequest,
+        now: DateTime<Utc>,
+    ) -> (Claimed, Effects) {
+        self.promote(request.names.iter().map(|n| n.name.as_str()), now);
+        let mut jobs = Vec::new();
+        let mut effects = Effects::default();
+        while jobs.len() < request.limit {
+            let best = request
+                .names
+                .iter()
+                .filter_map(|n| {
+                    let key = self.ready.get(&n.name)?.first()?;
+                    Some((*key, n.lock_time))
+                })
+                .min_by_key(|(key, _)| *key);
+            let Some(((_, _, _, seq), lock_time)) = best else {
+                break;
+            };
+            let until = truncate_millis(add_duration(now, lock_time));
+            let mut was_stale = false;
+            effects.merge(self.update(seq, |record| {
+                was_stale = record.lease.is_some() || record.demoted;
+                record.demoted = false;
+                record.tries = record.tries.saturating_add(1);
+                record.lease = Some(LeaseState {
+                    token: LeaseToken::generate(),
+                    until,
+                    by: request.worker_id.clone(),
+                });
+                record.slot = Slot::Leased;
+            }));
+            if let Some(record) = self.jobs.get(&seq) {
+                if let Some(lease) = &record.lease {
+                    jobs.push(ClaimedJob {
+                        job: record.view(now),
+                        lease: Lease {
+                            job_id: record.id(),
+                            token: lease.token.clone(),
+                        },
+                        locked_until: until,
+                        claimed_at: now,
+                        was_stale,
+                    });
+                }
+            }
+        }
+        let next_due = if jobs.len() < request.limit {
+            self.next_due_of(request.names.iter().map(|n| n.name.as_str()), now)
+        } else {
+            Some(now)
+        };
+        (
+            Claimed {
+                jobs,
+                next_due,
+                now,
+            },
+            effects,
+        )
+    }
+
+    /// When the earliest job of `names` becomes claimable: now when one is due, else the
+    /// earliest run time or lease end, `None` when there is no job of those names.
+    fn next_due_of<'a>(
+        &self,
+        names: impl Iterator<Item = &'a str>,
+        now: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
+        let mut next: Option<DateTime<Utc>> = None;
+        for name in names {
+            if self.ready.get(name).is_some_and(|set| !set.is_empty()) {
+                return Some(now);
+            }
+            let firsts = [
+                self.future.get(name).and_then(|set| set.first()),
+                self.leases.get(name).and_then(|set| set.first()),
+            ];
+            for (at, _) in firsts.into_iter().flatten() {
+                next = Some(next.map_or(*at, |n| n.min(*at)));
+            }
+        }
+        next
+    }
+
+    /// The first instant after `after` at which a future job of any name becomes due or a
+    /// lease ends.
+    pub(crate) fn next_due_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        use std::ops::Bound;
+        let range = (Bound::Excluded((after, u64::MAX)), Bound::Unbounded);
+        self.future
+            .values()
+            .chain(self.leases.values())
+            .filter_map(|set| set.range(range).next().map(|(at, _)| *at))
+            .min()
+    }
+}

@@ -1,0 +1,295 @@
+//! Claiming: promotes the requested names' due jobs and reclaims their leases that ran out, then
+//! in rounds finds the first due jobs in claim order, leases them in one update under a fresh
+//! token, and reads back the ones it won. Every read is on the primary; a claim that fails after
+//! leasing gives back what it leased; a claim short because other claimers won says more are
+//! due.
+
+use std::cmp::Reverse;
+
+use chrono::{DateTime, Utc};
+use dogs_core::{ClaimRequest, Claimed, JobId, Lease, LeaseToken, Result};
+use futures::TryStreamExt;
+use mongodb::bson::{doc, oid::ObjectId, Document};
+
+use crate::decode::{claimed_from_doc, date};
+use crate::store::{primary, MongoStore};
+
+/// How many find-and-lease rounds one claim takes at most when other claimers win its
+/// candidates.
+const ROUNDS: usize = 3;
+
+/// The claim's candidate filter: due jobs of `names`.
+pub(crate) fn candidates_filter(names: &[&str], now: DateTime<Utc>) -> Document {
+    doc! { "name": { "$in": names }, "state": "pending", "run_at": { "$lte": date(now) } }
+}
+
+/// The claim order: not demoted first, then priority, run time, scheduling order.
+pub(crate) fn claim_sort() -> Document {
+    doc! { "demoted": 1, "priority": -1, "run_at": 1, "_id": 1 }
+}
+
+/// Makes the next read-back of a claim fail, as a network error after the update would.
+#[cfg(test)]
+pub(crate) static FAIL_READ_BACK: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+impl MongoStore {
+    /// The plan the server chooses now for a claim's candidate query (`explain`), to check on
+    /// real data that claims read the `claim` index of due jobs only.
+    pub async fn explain_claim(&self, names: &[&str], limit: i64) -> Result<Document> {
+        let now = self.server_now().await?;
+        let command = doc! {
+            "explain": {
+                "find": self.inner.jobs.name(),
+                "filter": candidates_filter(names, now),
+                "sort": claim_sort(),
+                "hint": "claim",
+                "limit": limit,
+            },
+            "verbosity": "queryPlanner",
+        };
+        self.timed(
+            "explaining the claim",
+            self.inner
+                .database
+                .run_command(command)
+                .selection_criteria(primary()),
+        )
+        .await
+    }
+
+    pub(crate) async fn claim_jobs(&self, request: &ClaimRequest) -> Result<Claimed> {
+        request.validate()?;
+        let now = self.server_now().await?;
+        if request.limit == 0 || request.names.is_empty() {
+            return Ok(Claimed::full(Vec::new(), now));
+        }
+        let names: Vec<&str> = request.names.iter().map(|n| n.name.as_str()).collect();
+        let date_now = date(now);
+        // The names' due scheduled jobs become pending; their leases that ran out are
+        // reclaimed, demoted.
+        self.timed(
+            "promoting due jobs",
+            self.inner.jobs.update_many(
+                doc! { "name": { "$in": &names }, "$or": [
+                    { "state": "scheduled", "run_at": { "$lte": date_now } },
+                    { "state": "running", "locked_until": { "$lte": date_now } },
+                ] },
+                vec![doc! { "$set": {
+                    "demoted": { "$or": ["$demoted", { "$eq": ["$state", "running"] }] },
+                    "state": "pending",
+                } }],
+            ),
+        )
+        .await?;
+        let mut won = Vec::new();
+        let mut lost_races = false;
+        for _ in 0..ROUNDS {
+            let wanted = i64::try_from(request.limit - won.len()).unwrap_or(i64::MAX);
+            let (seen, docs) = self.claim_round(request, &names, wanted, now).await?;
+            lost_races = docs.len() < seen;
+            won.extend(docs);
+            // Stop when every candidate was won or there were none: the queue is drained.
+            if !lost_races || won.len() >= request.limit {
+                break;
+            }
+        }
+        let mut claimed = Vec::with_capacity(won.len());
+        for doc in won {
+            let lease = match (doc.get_object_id("_id"), doc.get_str("token")) {
+                (Ok(id), Ok(token)) => Lease {
+                    job_id: JobId::new(id.to_hex()),
+                    token: LeaseToken::new(token),
+                },
+                _ => continue,
+            };
+            match claimed_from_doc(doc, now) {
+                Ok(job) => claimed.push(job),
+                Err(e) => dogs_core::fail_unreadable(self, &lease, &e).await,
+            }
+        }
+        claimed.sort_by_key(|c| {
+            (
+                c.was_stale,
+                Reverse(c.job.priority),
+                c.job.run_at,
+                c.job.id.clone(),
+            )
+        });
+        let next_due = if claimed.len() >= request.limit || lost_races {
+            Some(now)
+        } else {
+            self.next_due(&names, now).await?
+        };
+        Ok(Claimed {
+            jobs: claimed,
+            next_due,
+            now,
+        })
+    }
+
+    /// Takes up to `limit` of the first due jobs: finds them in claim order, leases them in
+    /// one update under a fresh token, and reads back the ones this claim won. When the update
+    /// or the read-back fails, what it may have leased is given back before the error returns.
+    async fn claim_round(
+        &self,
+        request: &ClaimRequest,
+        names: &[&str],
+        limit: i64,
+        now: DateTime<Utc>,
+    ) -> Result<(usize, Vec<Document>)> {
+        let candidates: Vec<Document> = self
+            .timed("finding due jobs", async {
+                self.inner
+                    .jobs
+                    .find(candidates_filter(names, now))
+                    .sort(claim_sort())
+                    // The partial index of pending jobs; a planner that tried `by_name` first
+                    // would read every job of the name, future ones included.
+                    .hint(mongodb::options::Hint::Name("claim".to_owned()))
+                    .limit(limit)
+                    .projection(doc! { "_id": 1 })
+                    .selection_criteria(primary())
+                    .await?
+                    .try_collect()
+                    .await
+            })
+            .await?;
+        let ids: Vec<ObjectId> = candidates
+            .iter()
+            .filter_map(|d| d.get_object_id("_id").ok())
+            .collect();
+        if ids.is_empty() {
+            return Ok((0, Vec::new()));
+        }
+        // Each lease's token is this claim's random base and the job's id.
+        let base = uuid::Uuid::new_v4().simple().to_string();
+        let tokens: Vec<String> = ids
+            .iter()
+            .map(|id| format!("{base}:{}", id.to_hex()))
+            .collect();
+        // Each name's lease end, chosen per document (dates are computed here, not by the server).
+        let branches: Vec<Document> = request
+            .names
+            .iter()
+            .map(|n| {
+                let until = date(dogs_core::add_duration(now, n.lock_time));
+                doc! { "case": { "$eq": ["$name", &n.name] }, "then": until }
+            })
+            .collect();
+        let locked_until = doc! { "$switch": { "branches": branches, "default": date(now) } };
+        let update = vec![doc! { "$set": {
+            "was_stale": { "$or": [{ "$ne": [{ "$type": "$token" }, "missing"] }, "$demoted"] },
+            "state": "running",
+            "token": { "$concat": [format!("{base}:"), { "$toString": "$_id" }] },
+            "locked_until": locked_until,
+            "locked_by": &request.worker_id,
+            "demoted": false,
+            // A count written by hand as something else stays as it is, so the update goes
+            // through and the read back fails that one job alone.
+            "tries": { "$cond": [
+                { "$in": [{ "$type": "$tries" }, ["int", "long", "double", "decimal"]] },
+                { "$add": ["$tries", 1] },
+                "$tries",
+            ] },
+        } }];
+        let leased = async {
+            self.timed(
+                "leasing jobs",
+                self.inner.jobs.update_many(
+                    doc! { "_id": { "$in": &ids }, "state": "pending", "run_at": { "$lte": date(now) } },
+                    update,
+                ),
+            )
+            .await?;
+            #[cfg(test)]
+            if FAIL_READ_BACK.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                return Err(dogs_core::Error::unavailable(
+                    "MongoDB: reading leased jobs failed (a test's failure)",
+                ));
+            }
+            self.timed("reading leased jobs", async {
+                self.inner
+                    .jobs
+                    .find(doc! { "_id": { "$in": &ids }, "token": { "$in": &tokens } })
+                    .selection_criteria(primary())
+                    .await?
+                    .try_collect::<Vec<Document>>()
+                    .await
+            })
+            .await
+        };
+        match leased.await {
+            Ok(won) => Ok((ids.len(), won)),
+            Err(e) => {
+                self.give_back(&ids, &tokens).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Gives back the leases a failed claim may hold: their jobs are due again at once, with
+    /// their tries given back and their `was_stale` kept.
+    async fn give_back(&self, ids: &[ObjectId], tokens: &[String]) {
+        let released = self
+            .timed(
+                "giving back leased jobs",
+                self.inner.jobs.update_many(
+                    doc! { "_id": { "$in": ids }, "token": { "$in": tokens }, "state": "running" },
+                    vec![
+                        doc! { "$set": {
+                            "state": "pending",
+                            "demoted": { "$ifNull": ["$was_stale", false] },
+                            "tries": { "$cond": [
+                                { "$in": [{ "$type": "$tries" }, ["int", "long", "double", "decimal"]] },
+                                { "$max": [0, { "$subtract": ["$tries", 1] }] },
+                                "$tries",
+                            ] },
+                        } },
+                        doc! { "$unset": ["token", "locked_until", "locked_by", "was_stale"] },
+                    ],
+                ),
+            )
+            .await;
+        if let Err(e) = released {
+            tracing::warn!(error = %e, "giving back the leases of a failed claim failed; those jobs run once their leases end");
+        }
+    }
+
+    /// When the earliest job of `names` becomes claimable: now when one is due, else the
+    /// earliest run time or lease end, `None` when there is no job of those names.
+    async fn next_due(&self, names: &[&str], now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>> {
+        let due = self
+            .timed(
+                "looking for due jobs",
+                self.inner
+                    .jobs
+                    .find_one(doc! { "name": { "$in": names }, "state": "pending" })
+                    .projection(doc! { "_id": 1 })
+                    .selection_criteria(primary()),
+            )
+            .await?;
+        if due.is_some() {
+            return Ok(Some(now));
+        }
+        let mut next: Option<DateTime<Utc>> = None;
+        for (state, field) in [("scheduled", "run_at"), ("running", "locked_until")] {
+            let first = self
+                .timed(
+                    "finding the next due job",
+                    self.inner
+                        .jobs
+                        .find_one(doc! { "name": { "$in": names }, "state": state })
+                        .sort(doc! { field: 1 })
+                        .projection(doc! { field: 1 })
+                        .selection_criteria(primary()),
+                )
+                .await?;
+            if let Some(at) = first.and_then(|d| d.get_datetime(field).ok().copied()) {
+                let at = crate::decode::from_date(at);
+                next = Some(next.map_or(at, |n| n.min(at)));
+            }
+        }
+        Ok(next)
+    }
+}

@@ -1,0 +1,152 @@
+//! Reading jobs and execution records, each with its state by the server's clock.
+
+use dogs_core::{Execution, ExecutionQuery, Job, JobCounts, JobId, JobQuery, Result};
+use sqlx::postgres::PgRow;
+use sqlx::{Postgres, QueryBuilder};
+
+use crate::decode::{execution_from_row, get, job_from_row, readable, view_state};
+use crate::error::db_error;
+use crate::sql::{fill, parse_id, EXECUTION_COLUMNS, JOB_COLUMNS, STATE, VISIBLE};
+use crate::store::PostgresStore;
+
+/// The reading statements of a schema.
+pub(crate) struct Statements {
+    get: String,
+    counts: String,
+    executions: String,
+}
+
+impl Statements {
+    pub(crate) fn new(s: &str) -> Self {
+        let state = fill(STATE, s);
+        let visible = fill(VISIBLE, s);
+        Statements {
+            get: fill(
+                &format!(
+                    "SELECT {JOB_COLUMNS}, {state} AS view_state FROM {{s}}.jobs WHERE id = $1 AND {visible}"
+                ),
+                s,
+            ),
+            counts: fill(
+                &format!(
+                    "SELECT name,
+                            count(*) FILTER (WHERE {state} = 'pending') AS pending,
+                            count(*) FILTER (WHERE {state} = 'running') AS running,
+                            count(*) FILTER (WHERE {state} = 'failed') AS failed
+                     FROM {{s}}.jobs WHERE {visible} GROUP BY name ORDER BY name"
+                ),
+                s,
+            ),
+            executions: fill(
+                &format!(
+                    "SELECT {EXECUTION_COLUMNS} FROM {{s}}.executions
+                     WHERE name = $1 AND expires_at > {{s}}.ms_now() AND ($2::text IS NULL OR job_id = $2)
+                     ORDER BY started_at DESC, execution_id DESC LIMIT $3 OFFSET $4"
+                ),
+                s,
+            ),
+        }
+    }
+}
+
+impl PostgresStore {
+    pub(crate) async fn read_job(&self, id: &JobId) -> Result<Option<Job>> {
+        let Some(id) = parse_id(id) else {
+            return Ok(None);
+        };
+        let row = self
+            .attempt("reading a job", move || async move {
+                let mut conn = self.conn().await?;
+                sqlx::query(&self.inner.sql.read.get)
+                    .bind(id)
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(|e| db_error("reading a job", e))
+            })
+            .await?;
+        row.map(|row| job_from_row(&row, view_state(&row)?))
+            .transpose()
+    }
+
+    pub(crate) async fn read_jobs(&self, query: &JobQuery) -> Result<Vec<Job>> {
+        let rows = self
+            .attempt("listing jobs", move || async move {
+                let mut q = self.list_statement(query);
+                let mut conn = self.conn().await?;
+                q.build()
+                    .fetch_all(&mut *conn)
+                    .await
+                    .map_err(|e| db_error("listing jobs", e))
+            })
+            .await?;
+        Ok(readable(rows, |row| job_from_row(row, view_state(row)?)))
+    }
+
+    fn list_statement<'a>(&self, query: &'a JobQuery) -> QueryBuilder<'a, Postgres> {
+        let s = &self.inner.quoted;
+        let state = fill(STATE, s);
+        let mut q: QueryBuilder<'a, Postgres> = QueryBuilder::new(format!(
+            "SELECT * FROM (SELECT {JOB_COLUMNS}, {state} AS view_state FROM {s}.jobs WHERE {}",
+            fill(VISIBLE, s)
+        ));
+        if let Some(name) = &query.name {
+            q.push(" AND name = ").push_bind(name.as_str());
+        }
+        q.push(") j");
+        if let Some(state) = query.state {
+            q.push(" WHERE view_state = ").push_bind(state.as_str());
+        }
+        q.push(
+            " ORDER BY (view_state = 'failed'), \
+             CASE WHEN view_state <> 'failed' THEN priority END DESC, \
+             CASE WHEN view_state <> 'failed' THEN run_at END, \
+             CASE WHEN view_state = 'failed' THEN -id ELSE id END LIMIT ",
+        )
+        .push_bind(i64::try_from(query.limit).unwrap_or(i64::MAX))
+        .push(" OFFSET ")
+        .push_bind(i64::try_from(query.offset).unwrap_or(i64::MAX));
+        q
+    }
+
+    pub(crate) async fn read_counts(&self) -> Result<Vec<JobCounts>> {
+        let rows = self
+            .attempt("counting jobs", move || async move {
+                let mut conn = self.conn().await?;
+                sqlx::query(&self.inner.sql.read.counts)
+                    .fetch_all(&mut *conn)
+                    .await
+                    .map_err(|e| db_error("counting jobs", e))
+            })
+            .await?;
+        let count = |row: &PgRow, column: &str| -> Result<u64> {
+            Ok(u64::try_from(get::<i64>(row, column)?).unwrap_or(0))
+        };
+        rows.iter()
+            .map(|row| {
+                Ok(JobCounts {
+                    name: get(row, "name")?,
+                    pending: count(row, "pending")?,
+                    running: count(row, "running")?,
+                    failed: count(row, "failed")?,
+                })
+            })
+            .collect()
+    }
+
+    pub(crate) async fn read_executions(&self, query: &ExecutionQuery) -> Result<Vec<Execution>> {
+        let rows = self
+            .attempt("reading executions", move || async move {
+                let mut conn = self.conn().await?;
+                sqlx::query(&self.inner.sql.read.executions)
+                    .bind(&query.name)
+                    .bind(query.job_id.as_ref().map(JobId::as_str))
+                    .bind(i64::try_from(query.limit).unwrap_or(i64::MAX))
+                    .bind(i64::try_from(query.offset).unwrap_or(i64::MAX))
+                    .fetch_all(&mut *conn)
+                    .await
+                    .map_err(|e| db_error("reading executions", e))
+            })
+            .await?;
+        Ok(readable(rows, execution_from_row))
+    }
+}
