@@ -85,6 +85,9 @@ pub mod specific {
             case("mongo_failing_keeps_the_job", |c, u| {
                 Box::pin(failing_keeps_the_job(c, u))
             }),
+            case("mongo_claim_reads_the_primary", |c, u| {
+                Box::pin(claim_reads_the_primary(c, u))
+            }),
         ]
     }
 
@@ -336,5 +339,46 @@ pub mod specific {
             .await
             .unwrap();
         assert!(!again.is_duplicate());
+    }
+
+    /// A store whose URL sends reads to secondaries (`readPreference=secondary`, here with no
+    /// secondary at all, as a lagging one would answer nothing) still claims: every read of a
+    /// claim goes to the primary.
+    pub async fn claim_reads_the_primary(ctx: TestContext, url: String) {
+        use dogs_mongo::mongodb::bson::doc;
+        let client = dogs_mongo::mongodb::Client::with_uri_str(&url)
+            .await
+            .unwrap();
+        let hello = client
+            .database("admin")
+            .run_command(doc! { "hello": 1 })
+            .await
+            .unwrap();
+        let (Ok(set), Ok(me)) = (hello.get_str("setName"), hello.get_str("me")) else {
+            panic!("the test server is not a replica set: {hello}");
+        };
+        if !url.contains(me) {
+            // A container's member advertises an address this machine cannot reach, so the
+            // set cannot be discovered from here.
+            println!("mongo_claim_reads_the_primary: skipped: the member advertises {me}, not the URL's address");
+            return;
+        }
+        let discovering = format!(
+            "mongodb://{me}/?replicaSet={set}&readPreference=secondary&serverSelectionTimeoutMS=3000"
+        );
+        let store = MongoStore::builder()
+            .url(&discovering)
+            .database(ctx.namespace())
+            .timeout(Duration::from_secs(3))
+            .connect()
+            .await
+            .unwrap();
+        let id = schedule_new(&store, NewJob::new("primary", json!({}))).await;
+        let claimed = claim(&store, "primary", Duration::from_secs(30), 5).await;
+        assert_eq!(
+            claimed.iter().map(|c| c.job.id.clone()).collect::<Vec<_>>(),
+            vec![id],
+            "the claim found and read back its job on the primary"
+        );
     }
 }

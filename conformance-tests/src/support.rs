@@ -148,23 +148,42 @@ pub fn push<T>(log: &Log<T>, value: T) {
     }
 }
 
-/// A store whose claims take leases of `lock_time` whatever the claimer asks for, as the store
-/// sees a worker that stalled past its lease: the worker believes its lease is longer than the
-/// store holds it. Every other call goes to the store unchanged.
-pub struct ShortLease {
+/// A store whose claims are changed on their way to the store, to put workers in situations a
+/// real deployment meets: leases shorter than the worker believes (a worker that stalled past its
+/// lease), or claims that win fewer jobs than asked (other claimers won the rest). Every other
+/// call goes to the store unchanged.
+pub struct AlteredClaims {
     inner: Arc<dyn JobStore>,
-    lock_time: Duration,
+    alter: fn(&mut ClaimRequest, Duration),
+    value: Duration,
 }
 
-impl ShortLease {
-    /// Wraps `inner`, leasing for `lock_time`.
-    pub fn new(inner: Arc<dyn JobStore>, lock_time: Duration) -> Self {
-        ShortLease { inner, lock_time }
+impl AlteredClaims {
+    /// Claims lease for `lock_time`, whatever the claimer asks for.
+    pub fn short_lease(inner: Arc<dyn JobStore>, lock_time: Duration) -> Self {
+        AlteredClaims {
+            inner,
+            alter: |request, lock_time| {
+                for name in &mut request.names {
+                    name.lock_time = lock_time;
+                }
+            },
+            value: lock_time,
+        }
+    }
+
+    /// Claims lease one job at a time, as when other claimers win the rest of every batch.
+    pub fn one_at_a_time(inner: Arc<dyn JobStore>) -> Self {
+        AlteredClaims {
+            inner,
+            alter: |request, _| request.limit = request.limit.min(1),
+            value: Duration::ZERO,
+        }
     }
 }
 
 #[async_trait::async_trait]
-impl JobStore for ShortLease {
+impl JobStore for AlteredClaims {
     async fn now(&self) -> dogs_core::Result<DateTime<Utc>> {
         self.inner.now().await
     }
@@ -188,9 +207,7 @@ impl JobStore for ShortLease {
     }
     async fn claim(&self, request: &ClaimRequest) -> dogs_core::Result<dogs_core::Claimed> {
         let mut request = request.clone();
-        for name in &mut request.names {
-            name.lock_time = self.lock_time;
-        }
+        (self.alter)(&mut request, self.value);
         self.inner.claim(&request).await
     }
     async fn extend_lock(

@@ -293,3 +293,68 @@ impl MongoStore {
         Ok(next)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+
+    use dogs_core::{ClaimRequest, ErrorKind, JobStore, NewJob};
+
+    use super::FAIL_READ_BACK;
+    use crate::MongoStore;
+
+    /// The test server's URL (`DOGS_MONGO_URL`); without one the test says so and passes,
+    /// unless `DOGS_REQUIRE` names `mongo`.
+    fn test_url() -> Option<String> {
+        let url = std::env::var("DOGS_MONGO_URL")
+            .ok()
+            .filter(|u| !u.is_empty());
+        if url.is_none() {
+            let required = std::env::var("DOGS_REQUIRE").unwrap_or_default();
+            assert!(
+                !required.split([',', ' ']).any(|b| b.trim() == "mongo"),
+                "DOGS_REQUIRE names mongo but DOGS_MONGO_URL is unset"
+            );
+            println!("mongo: skipped: DOGS_MONGO_URL is unset");
+        }
+        url
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_claim_that_fails_after_leasing_gives_back_what_it_leased() {
+        let Some(url) = test_url() else { return };
+        let database = format!("dogs_t_give_back_{:08x}", fastrand::u32(..));
+        let store = MongoStore::builder()
+            .url(&url)
+            .database(&database)
+            .connect()
+            .await
+            .unwrap();
+        for i in 0..3 {
+            store
+                .schedule(NewJob::new("given-back", serde_json::json!(i)))
+                .await
+                .unwrap();
+        }
+        let request = ClaimRequest::new(["given-back"], Duration::from_secs(600), 3);
+        FAIL_READ_BACK.store(true, Ordering::SeqCst);
+        let failed = store.claim(&request).await;
+        assert_eq!(
+            failed.map(|c| c.jobs.len()).map_err(|e| e.kind()),
+            Err(ErrorKind::Unavailable)
+        );
+        let claimed = store.claim(&request).await.unwrap();
+        store.database().drop().await.unwrap();
+        assert_eq!(
+            claimed.jobs.len(),
+            3,
+            "the failed claim's leases were given back: the jobs are claimable at once"
+        );
+        for job in &claimed.jobs {
+            assert_eq!(job.job.tries, 1, "the failed claim's try was given back");
+        }
+    }
+}

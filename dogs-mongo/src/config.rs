@@ -1,9 +1,11 @@
 //! How a MongoDB store is set up: where it connects, its database and collections.
 
 use std::fmt;
+use std::future::IntoFuture;
 use std::time::Duration;
 
 use dogs_core::{Error, Result};
+use futures::FutureExt;
 use mongodb::options::ClientOptions;
 use mongodb::{Client, Database};
 
@@ -139,13 +141,26 @@ impl MongoStoreBuilder {
         let (database, address) = match (&self.database, &self.url) {
             (Some(database), _) => (database.clone(), "the given database".to_owned()),
             (None, Some(url)) => {
-                // The parser's own message may quote the URL, password included: not kept.
-                let mut options = ClientOptions::parse(url).await.map_err(|_| {
+                let does_not_parse = || {
                     Error::config(format!(
                         "the MongoDB URL {} does not parse",
                         dogs_core::redact_url(url)
                     ))
-                })?;
+                };
+                // The driver's parser panics on a `%` followed by a character that is not ASCII
+                // (and its message would quote the URL, password included): such a URL is
+                // refused before it gets there, and a panic is caught all the same.
+                if !percent_escapes_are_valid(url) {
+                    return Err(does_not_parse());
+                }
+                let parsed = std::panic::AssertUnwindSafe(ClientOptions::parse(url).into_future())
+                    .catch_unwind()
+                    .await;
+                // The parser's own message may quote the URL, password included: not kept.
+                let mut options = match parsed {
+                    Ok(Ok(options)) => options,
+                    Ok(Err(_)) | Err(_) => return Err(does_not_parse()),
+                };
                 options.server_selection_timeout = Some(self.timeout);
                 options.connect_timeout = Some(self.timeout);
                 let address = options
@@ -179,5 +194,44 @@ impl MongoStoreBuilder {
             &address,
         )
         .await
+    }
+}
+
+/// Whether every `%` of `url` starts an escape of two hexadecimal digits.
+fn percent_escapes_are_valid(url: &str) -> bool {
+    let bytes = url.as_bytes();
+    bytes.iter().enumerate().all(|(i, b)| {
+        *b != b'%'
+            || (bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_url_the_driver_cannot_parse_is_refused_without_a_panic() {
+        for url in [
+            "mongodb://user:%\u{98e}secret@127.0.0.1:1/",
+            "mongodb://user:50%off@127.0.0.1:1/",
+            "mongodb://user:%zzsecret@127.0.0.1:1/",
+        ] {
+            let error = MongoStoreBuilder::default()
+                .url(url)
+                .connect()
+                .await
+                .err()
+                .map(|e| (e.kind(), e.to_string()));
+            let Some((kind, shown)) = error else {
+                panic!("{url} was accepted");
+            };
+            assert_eq!(kind, dogs_core::ErrorKind::Config, "{url}: {shown}");
+            assert!(
+                !shown.contains("secret") && !shown.contains("off"),
+                "{shown}"
+            );
+        }
     }
 }

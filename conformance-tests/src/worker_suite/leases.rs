@@ -375,7 +375,8 @@ pub async fn extend_lost_cancels(ctx: TestContext) {
     .lock_time(Duration::from_secs(10));
     // The worker's idea of its lease is 10 s; the store's lease ends after 300 ms, as when a
     // worker stalls past its lease.
-    let shortened = ShortLease::new(ctx.another_handle().await, Duration::from_millis(300));
+    let shortened =
+        AlteredClaims::short_lease(ctx.another_handle().await, Duration::from_millis(300));
     // One slot, which the execution holds: the worker set does not claim the job again itself.
     let options = WorkerOptions {
         workers_count: 1,

@@ -457,3 +457,39 @@ pub async fn future_wakeup(ctx: TestContext) {
     }
     workers.stop().await;
 }
+
+/// A claim that returns fewer jobs than asked because other claimers won the rest is followed by
+/// another claim at once, not by a wait of `poll_interval` with free slots and due jobs.
+pub async fn lost_races_claim_again(ctx: TestContext) {
+    let store = ctx.store();
+    let done = Arc::new(AtomicUsize::new(0));
+    let counter = done.clone();
+    let job = EventJob::new("raced", move |_: u32, _ctx: JobContext| {
+        let counter = counter.clone();
+        async move {
+            counter.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    });
+    for n in 0..8u32 {
+        schedule_job(&*store, &job, &n, ScheduleOptions::default())
+            .await
+            .unwrap();
+    }
+    let options = WorkerOptions {
+        poll_interval: Duration::from_secs(60),
+        ..fast_options()
+    };
+    let contended = AlteredClaims::one_at_a_time(ctx.another_handle().await);
+    let started = Instant::now();
+    let workers = start(Arc::new(contended), vec![job.definition()], options).await;
+    wait_until("all 8 jobs to run", DEADLINE, || async {
+        done.load(Ordering::SeqCst) == 8
+    })
+    .await;
+    workers.stop().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the due jobs ran at once, not one per 60 s poll"
+    );
+}
