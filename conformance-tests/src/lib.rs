@@ -83,6 +83,11 @@ pub fn cases() -> Vec<Case> {
         Case::new("future_wakeup", w::future_wakeup),
         Case::new("next_run_not_after_waits", w::next_run_not_after_waits),
         Case::new("lost_races_claim_again", w::lost_races_claim_again),
+        Case::new(
+            "blocked_handler_keeps_its_lease",
+            w::blocked_handler_keeps_its_lease,
+        ),
+        Case::new("unstorable_result", w::unstorable_result),
         Case::new("bad_input_definitions", b::bad_input_definitions),
         Case::new("bad_input_scheduling", b::bad_input_scheduling),
         Case::new("bad_input_durations", b::bad_input_durations),

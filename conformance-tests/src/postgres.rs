@@ -96,6 +96,9 @@ pub mod specific {
             case("postgres_claim_keeps_what_it_leased", |c, u| {
                 Box::pin(claim_keeps_what_it_leased(c, u))
             }),
+            case("postgres_tries_at_the_top", |c, u| {
+                Box::pin(tries_at_the_top(c, u))
+            }),
         ]
     }
 
@@ -499,5 +502,32 @@ pub mod specific {
         ids.sort();
         good.sort();
         assert_eq!(ids, good, "the readable jobs");
+    }
+
+    /// A record whose `tries` was written by hand at the top of `integer`'s range does not make
+    /// every claim of its name fail with an overflow.
+    pub async fn tries_at_the_top(ctx: TestContext, url: String) {
+        let store = open(&ctx, &url).await;
+        let s = format!("\"{}\"", ctx.namespace());
+        sqlx::query(&format!(
+            "INSERT INTO {s}.jobs (name, kind, params, run_at, state, tries)
+             VALUES ('top', 'event', '{{}}', now() - interval '1 second', 'pending', 2147483647)"
+        ))
+        .execute(store.pool())
+        .await
+        .unwrap();
+        let good = schedule_new(&store, NewJob::new("top", json!(1))).await;
+        let claimed = store
+            .claim(&dogs_core::ClaimRequest::new(
+                ["top"],
+                Duration::from_secs(30),
+                10,
+            ))
+            .await
+            .expect("the claim does not overflow");
+        assert!(
+            claimed.jobs.iter().any(|c| c.job.id == good),
+            "the other job is claimed"
+        );
     }
 }

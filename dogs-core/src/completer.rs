@@ -1,6 +1,7 @@
 //! Saves executions' outcomes in batches: each worker set has one completer, which sends what
-//! has accumulated to the store in one `finish_many` call while the previous call is under way.
-//! An outcome that arrives when nothing is under way is sent at once, so batching adds no delay.
+//! has accumulated to the store in one `finish_many` call while earlier calls are under way (at
+//! most [`IN_FLIGHT`] at once, so one slow call does not hold back every other outcome). An
+//! outcome that arrives when nothing is under way is sent at once, so batching adds no delay.
 
 use std::sync::Arc;
 
@@ -12,6 +13,9 @@ use crate::store::JobStore;
 
 /// The most outcomes one store call saves.
 const MAX_BATCH: usize = 512;
+
+/// The most `finish_many` calls under way at once.
+const IN_FLIGHT: usize = 4;
 
 struct Request {
     finish: Finish,
@@ -48,32 +52,50 @@ impl Completer {
 }
 
 async fn run(store: Arc<dyn JobStore>, mut rx: mpsc::UnboundedReceiver<Request>) {
+    let calls = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
     let mut batch: Vec<Request> = Vec::new();
-    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let (items, replies): (Vec<Finish>, Vec<oneshot::Sender<Result<()>>>) = batch
-            .drain(..)
-            .map(|request| (request.finish, request.reply))
-            .unzip();
-        let count = items.len();
-        match store.finish_many(items).await {
-            Ok(outcomes) if outcomes.len() == count => {
-                for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                    // An execution that stopped waiting has nothing left to learn.
-                    let _ = reply.send(outcome);
-                }
+    loop {
+        // A call may start: take what has accumulated (waiting for one outcome at least).
+        let Ok(permit) = Arc::clone(&calls).acquire_owned().await else {
+            return;
+        };
+        if rx.recv_many(&mut batch, MAX_BATCH).await == 0 {
+            return;
+        }
+        let requests: Vec<Request> = std::mem::take(&mut batch);
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            save(&*store, requests).await;
+            drop(permit);
+        });
+    }
+}
+
+/// Saves one batch and answers each outcome's caller.
+async fn save(store: &dyn JobStore, requests: Vec<Request>) {
+    let (items, replies): (Vec<Finish>, Vec<oneshot::Sender<Result<()>>>) = requests
+        .into_iter()
+        .map(|request| (request.finish, request.reply))
+        .unzip();
+    let count = items.len();
+    match store.finish_many(items).await {
+        Ok(outcomes) if outcomes.len() == count => {
+            for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                // An execution that stopped waiting has nothing left to learn.
+                let _ = reply.send(outcome);
             }
-            Ok(_) => {
-                for reply in replies {
-                    let _ = reply.send(Err(Error::new(
-                        ErrorKind::Backend,
-                        "the store answered a batch of outcomes with the wrong count",
-                    )));
-                }
+        }
+        Ok(_) => {
+            for reply in replies {
+                let _ = reply.send(Err(Error::new(
+                    ErrorKind::Backend,
+                    "the store answered a batch of outcomes with the wrong count",
+                )));
             }
-            Err(e) => {
-                for reply in replies {
-                    let _ = reply.send(Err(Error::new(e.kind(), e.message().to_owned())));
-                }
+        }
+        Err(e) => {
+            for reply in replies {
+                let _ = reply.send(Err(Error::new(e.kind(), e.message().to_owned())));
             }
         }
     }

@@ -48,6 +48,8 @@ pub(crate) struct LeaseKeeper {
     pub(crate) end: watch::Sender<LeaseEnd>,
     /// Fires when the store refused an extension: the lease is no longer this execution's.
     pub(crate) lost: CancellationToken,
+    /// How many extensions were asked for.
+    pub(crate) extensions: std::sync::atomic::AtomicU64,
 }
 
 /// When a lease ends at the latest, by this process's monotonic clock: it was taken (or last
@@ -56,6 +58,8 @@ pub(crate) struct LeaseKeeper {
 pub(crate) struct LeaseEnd {
     pub(crate) at: Instant,
     pub(crate) lock_time: Duration,
+    /// Which extension set it (0 for the claim): an answer to an older call is ignored.
+    seq: u64,
 }
 
 impl LeaseEnd {
@@ -64,6 +68,7 @@ impl LeaseEnd {
         LeaseEnd {
             at: crate::worker::later(asked_at, lock_time),
             lock_time,
+            seq: 0,
         }
     }
 
@@ -196,9 +201,23 @@ impl JobContext {
             ));
         }
         let asked_at = Instant::now();
+        let seq = keeper
+            .extensions
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1;
         match keeper.store.extend_lock(&keeper.lease, lock_time).await {
             Ok(_) => {
-                keeper.end.send_replace(LeaseEnd::new(asked_at, lock_time));
+                // Calls made at once may be answered out of order: the latest call decides.
+                keeper.end.send_if_modified(|end| {
+                    if seq <= end.seq {
+                        return false;
+                    }
+                    *end = LeaseEnd {
+                        seq,
+                        ..LeaseEnd::new(asked_at, lock_time)
+                    };
+                    true
+                });
                 Ok(())
             }
             Err(e) => {

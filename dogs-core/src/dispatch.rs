@@ -58,13 +58,19 @@ pub(crate) async fn dispatch(shared: Arc<Shared>) {
         };
         if shared.stop_claiming.is_cancelled() {
             // Claimed while the set was asked to stop: given back at once, unrun.
-            release(&shared, claimed).await;
+            release(&shared, claimed.jobs).await;
             return;
         }
         let asked = permits.len();
-        let got = claimed.jobs.len();
         let wait = next_look(&shared, &claimed, timing);
-        for (job, permit) in claimed.jobs.into_iter().zip(permits) {
+        let mut jobs = claimed.jobs;
+        if jobs.len() > asked {
+            // More than asked (a store that ignores the limit): the extra ones are given back.
+            let extra = jobs.split_off(asked);
+            release(&shared, extra).await;
+        }
+        let got = jobs.len();
+        for (job, permit) in jobs.into_iter().zip(permits) {
             let shared_for_task = Arc::clone(&shared);
             shared.executions.spawn(crate::execute::execute(
                 shared_for_task,
@@ -79,7 +85,8 @@ pub(crate) async fn dispatch(shared: Arc<Shared>) {
         }
         let until = match wait {
             // More are due, won by other claimers: look again at once, or after a short pause
-            // when this claim won none, so racing claimers do not spin.
+            // (1 ms doubling up to 500 ms) when this claim won none, so racing claimers do not
+            // spin.
             Look::Now if got > 0 => {
                 lost_races = 0;
                 continue;
@@ -88,7 +95,7 @@ pub(crate) async fn dispatch(shared: Arc<Shared>) {
                 lost_races = lost_races.saturating_add(1);
                 let pause = Duration::from_millis(1)
                     .saturating_mul(2u32.saturating_pow(lost_races.min(8) - 1))
-                    .min(Duration::from_millis(100))
+                    .min(Duration::from_millis(500))
                     .min(shared.options.poll_interval);
                 later(Instant::now(), pause)
             }
@@ -149,9 +156,9 @@ async fn free_slots(shared: &Shared) -> Option<Vec<OwnedSemaphorePermit>> {
     Some(permits)
 }
 
-/// Gives back jobs claimed after the set was asked to stop, so another worker takes them at once.
-async fn release(shared: &Shared, claimed: Claimed) {
-    for job in claimed.jobs {
+/// Gives back jobs claimed but not to be run, so another worker takes them at once.
+async fn release(shared: &Shared, jobs: Vec<crate::claim::ClaimedJob>) {
+    for job in jobs {
         if let Err(e) = shared.store.complete(&job.lease, Completion::Release).await {
             warn!(job.id = %job.job.id, error = %e, "releasing a job claimed while stopping failed; it runs again once its lease ends");
         }

@@ -159,16 +159,17 @@ impl std::error::Error for Error {
 ///
 /// Conservative whatever characters the password holds (`/`, `?`, `#`, `@`, `:` unescaped):
 /// everything before the last `@` is credentials, of which only a plain user name is shown, and
-/// a `password=` parameter hides the rest of the URL. When the two overlap, only the scheme is
-/// shown.
+/// a parameter that may carry a secret (`password=`, `sslpassword=`, a key holding `secret`,
+/// `token` or `authMechanismProperties`) hides the rest of the URL. When the two overlap, only
+/// the scheme is shown.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return "(not a URL)".to_owned();
     };
-    let parameter = rest.to_ascii_lowercase().find("password=");
+    let parameter = secret_parameter(rest);
     let at = rest.rfind('@');
     if let (Some(parameter), Some(at)) = (parameter, at) {
-        if parameter < at {
+        if parameter <= at {
             return format!("{scheme}://***");
         }
     }
@@ -190,11 +191,24 @@ pub fn redact_url(url: &str) -> String {
             (false, _) => "***@".to_owned(),
         }
     });
-    let tail = match tail.to_ascii_lowercase().find("password=") {
-        Some(i) => format!("{}***", &tail[..i + "password=".len()]),
+    let tail = match secret_parameter(tail) {
+        Some(i) => format!("{}***", &tail[..i]),
         None => tail.to_owned(),
     };
     format!("{scheme}://{}{tail}", shown_credentials.unwrap_or_default())
+}
+
+/// Where the value of the first parameter of `text` that may carry a secret starts.
+fn secret_parameter(text: &str) -> Option<usize> {
+    let lower = text.to_ascii_lowercase();
+    ["password", "secret", "token", "authmechanismproperties"]
+        .iter()
+        .filter_map(|marker| {
+            let found = lower.find(marker)?;
+            let equals = lower[found..].find('=')?;
+            Some(found + equals + 1)
+        })
+        .min()
 }
 
 #[cfg(test)]
@@ -226,6 +240,10 @@ mod tests {
         }
         let shown = redact_url("postgres://db/app?user=app&password=s3cret&sslmode=require");
         assert!(!shown.contains("s3cret"), "{shown}");
+        let shown = redact_url(
+            "mongodb://db/?authMechanism=MONGODB-AWS&authMechanismProperties=AWS_SESSION_TOKEN:s3cret",
+        );
+        assert!(!shown.contains("s3cret") && shown.contains("db"), "{shown}");
     }
 
     proptest::proptest! {
@@ -246,7 +264,10 @@ mod tests {
             let shown = redact_url(&url);
             proptest::prop_assert!(!shown.contains(&password), "{} shown as {}", url, shown);
             // The address is kept, unless the password makes the URL ambiguous.
-            let ambiguous = password.to_ascii_lowercase().contains("password=")
+            let lower = password.to_ascii_lowercase();
+            let ambiguous = ["password", "secret", "token", "authmechanismproperties"]
+                .iter()
+                .any(|marker| lower.contains(marker))
                 || (form == 4 && password.contains('@'));
             if !ambiguous {
                 proptest::prop_assert!(shown.contains(".internal"), "the host of {} is kept: {}", url, shown);

@@ -77,6 +77,13 @@ async fn run_claimed(
         instant: timing.answered_at,
     };
     let outcome = Outcome::new(shared, definition, &claimed, clock);
+    if lease.stop_at() <= Instant::now() {
+        // The claim's answer came so late that the lease is all but over: the job is given
+        // back, its try with it, rather than started only to be stopped at once.
+        warn!("the claim was answered too late to run the job within its lease; releasing it");
+        outcome.finish(Ending::TooLate, lease.at).await;
+        return;
+    }
     if claimed.was_stale && claimed.job.tries > definition.max_tries() {
         // Its last claims all ended without a finished execution (its workers died, or it went
         // stale): it is not run again at once.
@@ -100,6 +107,7 @@ async fn run_claimed(
             lease: claimed.lease.clone(),
             end: end_tx,
             lost: lost.clone(),
+            extensions: std::sync::atomic::AtomicU64::new(0),
         }),
     );
     debug!(was_stale = claimed.was_stale, "execution started");
@@ -138,13 +146,15 @@ async fn run_claimed(
         ),
     };
     drop(ctx);
-    let lease_ends = end_rx.borrow().at;
-    outcome.finish(ending, lease_ends).await;
     if let Some(handler) = still_running {
-        // It blocks its thread: abort cannot stop it. Its slot stays taken until it returns.
+        // It blocks its thread: abort cannot stop it. Its slot stays taken, and the job is not
+        // released, until it returns; meanwhile its lease runs out, and another worker may run
+        // the job again then, as after a crash.
         warn!("the handler blocks its thread and cannot be stopped; its slot stays taken until it returns");
         let _ = handler.await;
     }
+    let lease_ends = end_rx.borrow().at;
+    outcome.finish(ending, lease_ends).await;
 }
 
 /// Stops a handler whose outcome no longer counts: fires its cancellation signal, gives it

@@ -229,7 +229,7 @@ impl NewJob {
 }
 
 /// Refuses params that not every store keeps exactly, so every backend takes the same params.
-fn validate_params(name: &str, params: &Value) -> Result<()> {
+pub(crate) fn validate_params(name: &str, params: &Value) -> Result<()> {
     let refuse = |what: String| {
         Err(Error::invalid_input(format!(
             "params of job '{name}' contain {what}, which not every store can keep"

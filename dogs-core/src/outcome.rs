@@ -36,6 +36,8 @@ pub(crate) enum Ending {
     Cancelled,
     /// Not run: its last claims all ended without a finished execution.
     Exhausted,
+    /// Not run: the claim was answered after the point where the execution would be stopped.
+    TooLate,
 }
 
 /// The store's clock, estimated from the time it reported at the claim (counting from the
@@ -180,6 +182,13 @@ impl<'a> Outcome<'a> {
                 Completion::Release,
             ),
             Ending::Exhausted => self.exhausted(),
+            Ending::TooLate => Decision {
+                status: ExecutionStatus::Cancelled,
+                error: None,
+                result: None,
+                completion: Some(Completion::Release),
+                max_tries: None,
+            },
         }
     }
 
@@ -267,8 +276,8 @@ impl<'a> Outcome<'a> {
             return Decision::new(ExecutionStatus::Stale, message, self.back_to_schedule());
         }
         let message = format!(
-            "{message}; it was claimed {tries} times (max_tries {max_tries}) without an execution \
-             that finished, so it is failed for good"
+            "{message}; it has been claimed {tries} times (max_tries {max_tries}) and every claim \
+             counts as a try, so it is failed for good"
         );
         let failure = self.failure(&message);
         self.fail_for_good(message, Some(failure))
@@ -277,21 +286,24 @@ impl<'a> Outcome<'a> {
     /// Claimed once more after `max_tries` claims whose leases ran out (its workers died): not
     /// run again.
     fn exhausted(&self) -> Decision {
-        let (ran_out, max_tries) = (
+        let (claims, max_tries) = (
             self.claimed.job.tries.saturating_sub(1),
             self.definition.max_tries(),
         );
         let message = format!(
-            "its lease ran out {ran_out} times in a row without the execution finishing (the worker \
-             died or stalled)"
+            "its last execution did not finish (its lease ran out: the worker died or stalled) and \
+             it has been claimed {claims} times"
         );
         if self.is_recurrent_record() {
             let message = format!("{message}; it goes back to its normal schedule");
             return Decision::new(ExecutionStatus::Stale, message, self.back_to_schedule());
         }
-        let message = format!("{message}; max_tries is {max_tries}, so it is failed for good");
+        let message = format!(
+            "{message}; max_tries is {max_tries} and every claim counts as a try, so it is failed \
+             for good"
+        );
         let mut failure = self.failure(&message);
-        failure.tries = ran_out;
+        failure.tries = claims;
         self.fail_for_good(message, Some(failure))
     }
 
@@ -353,7 +365,10 @@ impl<'a> Outcome<'a> {
 
     fn record(&self, decision: &Decision) -> Option<Execution> {
         let keep = self.definition.save_executions_for;
-        if keep.is_zero() {
+        if keep.is_zero()
+            || (decision.status == ExecutionStatus::Cancelled && decision.error.is_none())
+        {
+            // Nothing ran (a claim answered too late): no record.
             return None;
         }
         let job = &self.claimed.job;
@@ -375,7 +390,15 @@ impl<'a> Outcome<'a> {
             ),
             status: decision.status,
             error: decision.error.as_deref().map(cut),
-            result: decision.result.clone(),
+            result: decision.result.clone().and_then(|result| {
+                match crate::job::validate_params(&job.name, &result) {
+                    Ok(()) => Some(result),
+                    Err(e) => {
+                        warn!(error = %e, "the execution's result cannot be stored by every store; it is not kept");
+                        None
+                    }
+                }
+            }),
             worker_id: self.shared.worker_id.clone(),
             expires_at: truncate_millis(add_duration(ended_at, keep)),
         })
@@ -391,6 +414,9 @@ impl<'a> Outcome<'a> {
         record: &mut Option<Execution>,
         lease_ends: Instant,
     ) -> Result<()> {
+        // One attempt at least, even when the lease is over (a handler that blocked its
+        // thread): the token keeps a late write harmless.
+        let lease_ends = lease_ends.max(Instant::now() + Duration::from_secs(1));
         let mut pause = Duration::from_millis(50);
         loop {
             let finish = Finish {
@@ -422,14 +448,26 @@ impl<'a> Outcome<'a> {
                     }
                     pause = (pause * 2).min(Duration::from_secs(1));
                 }
-                Ok(Err(e)) if e.kind() == ErrorKind::TooLarge => {
-                    let Some(with_result) = record.as_mut().filter(|r| r.result.is_some()) else {
-                        return Err(e);
-                    };
-                    warn!(error = %e, "the execution's result is too large to store; saving the record without it");
-                    with_result.result = None;
-                    with_result.error =
-                        Some("the result was too large for the store and was not kept".to_owned());
+                Ok(Err(e))
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::TooLarge | ErrorKind::InvalidInput | ErrorKind::Serialization
+                    ) && record.is_some() =>
+                {
+                    // The store refuses the record: the outcome matters more than its record.
+                    // First without the result, then without the record.
+                    match record.as_mut().filter(|r| r.result.is_some()) {
+                        Some(with_result) => {
+                            warn!(error = %e, "the store refuses the execution's result; saving the record without it");
+                            with_result.result = None;
+                            with_result.error =
+                                Some(format!("the result could not be stored: {}", e.message()));
+                        }
+                        None => {
+                            warn!(error = %e, "the store refuses the execution record; saving the outcome without it");
+                            *record = None;
+                        }
+                    }
                 }
                 Ok(outcome) => return outcome,
             }
@@ -444,10 +482,12 @@ impl<'a> Outcome<'a> {
     }
 }
 
-/// `text`, cut to [`MAX_ERROR_BYTES`] on a character boundary.
+/// `text` as every store keeps it: NUL characters replaced (PostgreSQL refuses them), cut to
+/// [`MAX_ERROR_BYTES`] on a character boundary.
 fn cut(text: &str) -> String {
+    let text = text.replace('\0', "\u{fffd}");
     if text.len() <= MAX_ERROR_BYTES {
-        return text.to_owned();
+        return text;
     }
     let mut end = MAX_ERROR_BYTES;
     while !text.is_char_boundary(end) {

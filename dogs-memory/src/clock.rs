@@ -19,13 +19,35 @@ pub trait Clock: Send + Sync + 'static {
     }
 }
 
-/// The system clock (the default).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
+/// The system clock (the default): the wall time when it was made, counted on with the
+/// monotonic clock, so a step of the machine's wall clock (NTP, a resumed virtual machine) moves
+/// no lease end and makes no job due early. (During a suspend the monotonic clock stops, and so
+/// does this one.)
+#[derive(Debug, Clone, Copy)]
+pub struct SystemClock {
+    wall: DateTime<Utc>,
+    at: std::time::Instant,
+}
+
+impl SystemClock {
+    /// A clock that reads the wall time now, and counts on from it.
+    pub fn new() -> Self {
+        SystemClock {
+            wall: Utc::now(),
+            at: std::time::Instant::now(),
+        }
+    }
+}
+
+impl Default for SystemClock {
+    fn default() -> Self {
+        SystemClock::new()
+    }
+}
 
 impl Clock for SystemClock {
     fn now(&self) -> DateTime<Utc> {
-        Utc::now()
+        add_duration(self.wall, self.at.elapsed())
     }
 }
 

@@ -34,7 +34,7 @@ impl std::fmt::Debug for MemoryStoreBuilder {
 impl Default for MemoryStoreBuilder {
     fn default() -> Self {
         MemoryStoreBuilder {
-            clock: Arc::new(SystemClock),
+            clock: Arc::new(SystemClock::new()),
             max_params_bytes: DEFAULT_MAX_PARAMS_BYTES,
         }
     }

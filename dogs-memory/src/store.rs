@@ -157,7 +157,7 @@ impl JobStore for MemoryStore {
     }
 
     async fn register_recurrent(&self, job: RecurrentRegistration) -> Result<JobId> {
-        dogs_core::validate_name(&job.name)?;
+        job.validate()?;
         let now = MemoryStore::now(self);
         let (id, effects) = self.state().register_recurrent(job, now);
         self.apply(effects);

@@ -256,24 +256,17 @@ impl MongoStore {
         }
     }
 
-    /// When the earliest job of `names` becomes claimable: now when one is due, else the
-    /// earliest run time or lease end, `None` when there is no job of those names.
+    /// When the earliest job of `names` becomes claimable: the earliest run time of a pending
+    /// job (now, or a little later when this process's estimate of the server's clock is behind
+    /// the clock that promoted it), else of a scheduled one, or the earliest lease end; `None`
+    /// when there is no job of those names.
     async fn next_due(&self, names: &[&str], now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>> {
-        let due = self
-            .timed(
-                "looking for due jobs",
-                self.inner
-                    .jobs
-                    .find_one(doc! { "name": { "$in": names }, "state": "pending" })
-                    .projection(doc! { "_id": 1 })
-                    .selection_criteria(primary()),
-            )
-            .await?;
-        if due.is_some() {
-            return Ok(Some(now));
-        }
         let mut next: Option<DateTime<Utc>> = None;
-        for (state, field) in [("scheduled", "run_at"), ("running", "locked_until")] {
+        for (state, field) in [
+            ("pending", "run_at"),
+            ("scheduled", "run_at"),
+            ("running", "locked_until"),
+        ] {
             let first = self
                 .timed(
                     "finding the next due job",
@@ -286,8 +279,11 @@ impl MongoStore {
                 )
                 .await?;
             if let Some(at) = first.and_then(|d| d.get_datetime(field).ok().copied()) {
-                let at = crate::decode::from_date(at);
+                let at = crate::decode::from_date(at).max(now);
                 next = Some(next.map_or(at, |n| n.min(at)));
+            }
+            if next == Some(now) {
+                break;
             }
         }
         Ok(next)

@@ -6,6 +6,9 @@ use mongodb::error::{ErrorKind as MongoKind, WriteFailure};
 /// MongoDB's duplicate key error.
 pub(crate) const DUPLICATE_KEY: i32 = 11000;
 
+/// MongoDB's write conflict between transactions.
+const WRITE_CONFLICT: i32 = 112;
+
 /// The server code of a command or write error, if it has one.
 pub(crate) fn code(error: &mongodb::error::Error) -> Option<i32> {
     match error.kind.as_ref() {
@@ -18,11 +21,17 @@ pub(crate) fn code(error: &mongodb::error::Error) -> Option<i32> {
 
 /// Maps a driver error met while doing `what` to a dogs error of the right kind.
 ///
-/// Network errors, server selection time-outs and cleared pools are `Unavailable` (retrying later
-/// may succeed); a document over the server's size limit is `TooLarge`; everything else is
+/// Network errors, server selection time-outs, cleared pools and transient transaction errors are
+/// `Unavailable` (retrying later may succeed); a document over the server's size limit is `TooLarge`; everything else is
 /// `Backend`.
 pub(crate) fn mongo_error(what: &str, error: mongodb::error::Error) -> Error {
+    // A transaction that met a transient error (a write conflict, a failover), or whose commit
+    // outcome is unknown, can be run again.
+    let transient = error.contains_label(mongodb::error::TRANSIENT_TRANSACTION_ERROR)
+        || error.contains_label(mongodb::error::UNKNOWN_TRANSACTION_COMMIT_RESULT)
+        || code(&error) == Some(WRITE_CONFLICT);
     let kind = match error.kind.as_ref() {
+        _ if transient => ErrorKind::Unavailable,
         MongoKind::Io(_)
         | MongoKind::ServerSelection { .. }
         | MongoKind::ConnectionPoolCleared { .. }

@@ -12,7 +12,6 @@ use mongodb::error::{TRANSIENT_TRANSACTION_ERROR, UNKNOWN_TRANSACTION_COMMIT_RES
 use mongodb::ClientSession;
 
 use crate::decode::{date, execution_to_doc, oid};
-use crate::error::{code, DUPLICATE_KEY};
 use crate::store::MongoStore;
 
 /// How many times a transaction that meets a transient error is run again.
@@ -89,17 +88,20 @@ impl MongoStore {
             let results = if self.inner.replicated {
                 match self.in_transaction(&entries, now).await {
                     Ok(applied) => applied.into_iter().map(Ok).collect(),
-                    Err(e) if entries.len() == 1 => vec![Err(e)],
+                    // The store is away: the same for every entry; the caller retries.
+                    Err(e) if entries.len() == 1 || e.kind() == ErrorKind::Unavailable => entries
+                        .iter()
+                        .map(|_| Err(Error::new(e.kind(), e.message().to_owned())))
+                        .collect(),
+                    // One entry the server refuses aborts the transaction: each entry alone, so
+                    // its error is its own.
                     Err(_) => {
-                        let mut alone = Vec::with_capacity(entries.len());
-                        for entry in &entries {
-                            alone.push(
-                                self.in_transaction(std::slice::from_ref(entry), now)
-                                    .await
-                                    .map(|mut applied| applied.pop().unwrap_or(false)),
-                            );
-                        }
-                        alone
+                        let alone = entries.iter().map(|entry| async move {
+                            self.in_transaction(std::slice::from_ref(entry), now)
+                                .await
+                                .map(|mut applied| applied.pop().unwrap_or(false))
+                        });
+                        futures::future::join_all(alone).await
                     }
                 }
             } else {
@@ -225,17 +227,18 @@ impl MongoStore {
         };
         if applied {
             if let Some(record) = record {
-                match self
-                    .inner
+                // Inserted when absent: recording the same execution twice keeps one, without
+                // a duplicate key error (which would abort a transaction).
+                let id = record
+                    .get("_id")
+                    .cloned()
+                    .unwrap_or(mongodb::bson::Bson::Null);
+                self.inner
                     .executions
-                    .insert_one(record.clone())
+                    .update_one(doc! { "_id": id }, doc! { "$setOnInsert": record.clone() })
+                    .upsert(true)
                     .session(&mut *session)
-                    .await
-                {
-                    Ok(_) => {}
-                    Err(e) if code(&e) == Some(DUPLICATE_KEY) => {}
-                    Err(e) => return Err(e),
-                }
+                    .await?;
             }
         }
         Ok(applied)

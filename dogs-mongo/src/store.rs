@@ -44,8 +44,8 @@ pub(crate) struct Inner {
     pub(crate) executions: Collection<Document>,
     pub(crate) max_params_bytes: usize,
     pub(crate) request_timeout: Duration,
-    /// The server's clock at the last reading, and when (monotonic) it was read.
-    clock: Mutex<(DateTime<Utc>, Instant)>,
+    /// The last reading of the server's clock.
+    clock: Mutex<ClockReading>,
     /// A replica set or a sharded cluster: change streams and transactions.
     pub(crate) replicated: bool,
     wake: WakeUpSender,
@@ -63,6 +63,47 @@ impl std::fmt::Debug for MongoStore {
             .field("replicated", &self.inner.replicated)
             .field("request_timeout", &self.inner.request_timeout)
             .finish_non_exhaustive()
+    }
+}
+
+/// A reading of the server's clock: what it said, and this process's clocks when it was read.
+#[derive(Clone, Copy)]
+struct ClockReading {
+    server: DateTime<Utc>,
+    /// When it was read, by the monotonic clock.
+    at: Instant,
+    /// When it was read, by the wall clock (to notice a step of it, or a suspend).
+    wall: DateTime<Utc>,
+    /// When to read it again.
+    until: Instant,
+}
+
+impl ClockReading {
+    fn new(server: DateTime<Utc>, round_trip: Duration) -> Self {
+        let at = Instant::now();
+        // A slow answer says the server's time less precisely: read it again soon.
+        let fresh_for = if round_trip < Duration::from_millis(500) {
+            CLOCK_REFRESH
+        } else {
+            Duration::from_secs(1)
+        };
+        ClockReading {
+            server,
+            at,
+            wall: Utc::now(),
+            until: at + fresh_for,
+        }
+    }
+
+    /// The server's clock now, counted on from the reading; `None` when it must be read again:
+    /// the reading is old, or this machine's wall clock moved apart from its monotonic clock by
+    /// more than a second since (a step, or a suspend, during which the monotonic clock stops).
+    fn now(&self) -> Option<DateTime<Utc>> {
+        let elapsed = self.at.elapsed();
+        let wall_elapsed = (Utc::now() - self.wall).to_std().unwrap_or_default();
+        let apart = wall_elapsed.abs_diff(elapsed);
+        (Instant::now() < self.until && apart < Duration::from_secs(1))
+            .then(|| dogs_core::add_duration(self.server, elapsed))
     }
 }
 
@@ -96,7 +137,7 @@ impl MongoStore {
         let unreachable = |e: Error| {
             Error::new(e.kind(), format!("cannot reach MongoDB at {address}")).with_source(e)
         };
-        let (hello, server_now) = read_clock(&database, request_timeout)
+        let (hello, reading) = read_clock(&database, request_timeout)
             .await
             .map_err(unreachable)?;
         let replicated =
@@ -109,7 +150,7 @@ impl MongoStore {
                 database,
                 max_params_bytes,
                 request_timeout,
-                clock: Mutex::new((server_now, Instant::now())),
+                clock: Mutex::new(reading),
                 replicated,
                 wake: WakeUpSender::new(),
                 watcher: OnceLock::new(),
@@ -247,24 +288,26 @@ impl MongoStore {
     }
 
     /// The server's clock: the last reading, counted on with the monotonic clock, and read
-    /// again when that is old. A step of this machine's wall clock changes nothing.
+    /// again when that is old or when this machine's clocks moved apart (a step of the wall
+    /// clock, a suspend). A step of this machine's wall clock changes nothing.
     pub(crate) async fn server_now(&self) -> Result<DateTime<Utc>> {
-        let (at, read) = *self
+        let last = *self
             .inner
             .clock
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let now = if read.elapsed() > CLOCK_REFRESH {
-            let (_, server_now) =
-                read_clock(&self.inner.database, self.inner.request_timeout).await?;
-            *self
-                .inner
-                .clock
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner) = (server_now, Instant::now());
-            server_now
-        } else {
-            dogs_core::add_duration(at, read.elapsed())
+        let now = match last.now() {
+            Some(now) => now,
+            None => {
+                let (_, reading) =
+                    read_clock(&self.inner.database, self.inner.request_timeout).await?;
+                *self
+                    .inner
+                    .clock
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = reading;
+                reading.server
+            }
         };
         Ok(dogs_core::truncate_millis(now))
     }
@@ -284,9 +327,9 @@ impl MongoStore {
     }
 }
 
-/// Asks the primary `hello`: its answer, and the server's clock (`localTime`, taken to be read
-/// halfway through the round trip).
-async fn read_clock(database: &Database, timeout: Duration) -> Result<(Document, DateTime<Utc>)> {
+/// Asks the primary `hello`: its answer, and a reading of the server's clock (`localTime`, taken
+/// to be read halfway through the round trip).
+async fn read_clock(database: &Database, timeout: Duration) -> Result<(Document, ClockReading)> {
     let asked = Instant::now();
     let hello = tokio::time::timeout(
         timeout,
@@ -302,15 +345,15 @@ async fn read_clock(database: &Database, timeout: Duration) -> Result<(Document,
         ))
     })?
     .map_err(|e| mongo_error("reading the server's clock", e))?;
-    let half_trip = asked.elapsed() / 2;
+    let round_trip = asked.elapsed();
     let server = match hello.get_datetime("localTime") {
-        Ok(at) => dogs_core::add_duration(from_date(*at), half_trip),
+        Ok(at) => dogs_core::add_duration(from_date(*at), round_trip / 2),
         Err(_) => {
             tracing::warn!("the server does not report its clock; using this machine's");
             Utc::now()
         }
     };
-    Ok((hello, server))
+    Ok((hello, ClockReading::new(server, round_trip)))
 }
 
 #[async_trait]

@@ -68,14 +68,18 @@ impl PostgresStore {
                     .map_err(|e| db_error("claiming jobs", e))
             })
             .await?;
+        // The statement has committed: from here on, nothing may fail the claim, or the jobs
+        // it leased would wait for their leases to end.
         let mut claimed = Claimed::default();
         let mut meta = None;
         for row in &rows {
-            if get::<Option<i64>>(row, "id")?.is_none() {
+            if get::<Option<i64>>(row, "id").ok().flatten().is_none() {
                 meta = Some(row);
                 continue;
             }
-            claimed.now = get(row, "claimed_at")?;
+            if let Ok(now) = get(row, "claimed_at") {
+                claimed.now = now;
+            }
             match claimed_from_row(row) {
                 Ok(job) => claimed.jobs.push(job),
                 Err(e) => {
@@ -87,8 +91,11 @@ impl PostgresStore {
         }
         match meta {
             Some(row) => {
-                claimed.now = get(row, "claimed_at")?;
-                claimed.next_due = get::<Option<DateTime<Utc>>>(row, "next_due")?;
+                if let Ok(now) = get(row, "claimed_at") {
+                    claimed.now = now;
+                }
+                claimed.next_due =
+                    get::<Option<DateTime<Utc>>>(row, "next_due").unwrap_or(Some(claimed.now));
             }
             None => claimed.next_due = Some(claimed.now),
         }

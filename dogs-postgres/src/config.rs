@@ -156,6 +156,17 @@ impl PostgresStoreBuilder {
                     ))
                 })?;
                 let address = format!("{}:{}", options.get_host(), options.get_port());
+                // The server gives up on a statement a little before the store does, so a
+                // statement that would outlast the request timeout is rolled back rather than
+                // committed unseen (a claim that leased jobs nobody hears of).
+                let statement_timeout = self
+                    .request_timeout
+                    .saturating_sub(Duration::from_secs(1))
+                    .max(self.request_timeout / 2);
+                let options = options.options([(
+                    "statement_timeout",
+                    format!("{}ms", statement_timeout.as_millis().max(1)),
+                )]);
                 PgPoolOptions::new()
                     .max_connections(self.max_connections)
                     .acquire_timeout(self.acquire_timeout)

@@ -252,21 +252,33 @@ impl PostgresStore {
             }
         }
         if !removals.is_empty() {
-            let removed = self.remove_many(&removals).await?;
-            for (i, id, item) in &removals {
-                let applied = removed.contains(&(*id, item.lease.token.as_str().to_owned()));
-                outcomes[*i] = Some(if applied {
-                    Ok(())
-                } else {
-                    Err(Error::lock_lost(&item.lease.job_id))
-                });
+            match self.remove_many(&removals).await {
+                Ok(removed) => {
+                    for (i, id, item) in &removals {
+                        let applied =
+                            removed.contains(&(*id, item.lease.token.as_str().to_owned()));
+                        outcomes[*i] = Some(if applied {
+                            Ok(())
+                        } else {
+                            Err(Error::lock_lost(&item.lease.job_id))
+                        });
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::Unavailable => return Err(e),
+                // One entry the server refuses (a value past a limit) fails the statement:
+                // each entry alone, so its error is its own.
+                Err(_) => others.extend(removals.into_iter().map(|(i, _, item)| (i, item))),
             }
         }
-        for (i, item) in others {
-            outcomes[i] = Some(
-                self.fenced(&item.lease, item.completion, item.execution.as_ref())
-                    .await,
-            );
+        // One statement each, under way together (each on a connection of its own).
+        let alone = others.into_iter().map(|(i, item)| async move {
+            let outcome = self
+                .fenced(&item.lease, item.completion, item.execution.as_ref())
+                .await;
+            (i, outcome)
+        });
+        for (i, outcome) in futures::future::join_all(alone).await {
+            outcomes[i] = Some(outcome);
         }
         Ok(outcomes
             .into_iter()

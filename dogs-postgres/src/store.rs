@@ -93,7 +93,7 @@ impl PostgresStore {
             inner: Arc::new(Inner {
                 sql: Sql {
                     schedule: crate::schedule::Statements::new(&quoted),
-                    claim: format!("SELECT * FROM {quoted}.claim($1, $2, $3, $4)"),
+                    claim: format!("SELECT * FROM {quoted}.claim_next($1, $2, $3, $4)"),
                     finish: crate::finish::Statements::new(&quoted),
                     read: crate::read::Statements::new(&quoted),
                     remove: crate::remove::Statements::new(&quoted),

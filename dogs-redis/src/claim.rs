@@ -50,12 +50,28 @@ impl RedisStore {
             .store(commands, Ordering::Relaxed);
         let claimed_at = from_millis(now);
         let mut claimed = Vec::new();
+        // The script has leased the jobs: from here on, nothing may fail the claim, or the
+        // jobs it leased would wait for their leases to end.
         for value in reply {
-            let text: String =
-                redis::from_redis_value(value).map_err(|e| parse_error("a claimed job", e))?;
-            let record: ClaimedRecord = serde_json::from_str(&text).map_err(|e| {
-                Error::new(ErrorKind::Corrupt, "Redis: a claimed job cannot be read").with_source(e)
-            })?;
+            let bytes: Vec<u8> = match redis::from_redis_value(value) {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    tracing::error!(error = %parse_error("a claimed job", e), "skipping a claimed job that cannot be read");
+                    continue;
+                }
+            };
+            // Bytes that are not UTF-8 (written by hand) are read as well as they can be.
+            let text = String::from_utf8_lossy(&bytes);
+            let record: ClaimedRecord = match serde_json::from_str(&text) {
+                Ok(record) => record,
+                Err(e) => {
+                    tracing::error!(
+                        error = %Error::new(ErrorKind::Corrupt, "Redis: a claimed job cannot be read").with_source(e),
+                        "skipping a claimed job that cannot be read; it runs again once its lease ends"
+                    );
+                    continue;
+                }
+            };
             if let Some(id) = &record.unreadable {
                 // The script failed it for good already; say so here.
                 tracing::error!(

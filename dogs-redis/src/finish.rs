@@ -144,9 +144,18 @@ impl RedisStore {
         }
         for chunk in valid.chunks(SCHEDULE_BATCH) {
             let batch: Vec<Finish> = chunk.iter().map(|(_, item)| item.clone()).collect();
-            let applied = self.complete_batch(&batch).await?;
-            for ((i, item), applied) in chunk.iter().zip(applied) {
-                outcomes[*i] = Some(outcome(item, applied));
+            // Each chunk is one script call: its error is its entries' alone.
+            match self.complete_batch(&batch).await {
+                Ok(applied) => {
+                    for ((i, item), applied) in chunk.iter().zip(applied) {
+                        outcomes[*i] = Some(outcome(item, applied));
+                    }
+                }
+                Err(e) => {
+                    for (i, _) in chunk {
+                        outcomes[*i] = Some(Err(Error::new(e.kind(), e.message().to_owned())));
+                    }
+                }
             }
         }
         Ok(outcomes

@@ -199,18 +199,23 @@ impl RedisStore {
         true
     }
 
-    /// Moves keys of an older layout to the current one; idempotent, run at connect.
+    /// Moves keys of an older layout to the current one, in bounded steps; idempotent, run at
+    /// connect.
     pub(crate) async fn migrate(&self) -> Result<()> {
-        let _: i64 = self
-            .inner
-            .scripts
-            .migrate
-            .key(self.key(&["seq"]))
-            .arg(&self.inner.tag)
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(|e| redis_error("moving keys to the current layout", e))?;
-        Ok(())
+        loop {
+            let moved: i64 = self
+                .inner
+                .scripts
+                .migrate
+                .key(self.key(&["seq"]))
+                .arg(&self.inner.tag)
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(|e| redis_error("moving keys to the current layout", e))?;
+            if moved == 0 {
+                return Ok(());
+            }
+        }
     }
 }
 

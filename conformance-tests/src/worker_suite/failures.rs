@@ -387,3 +387,53 @@ pub async fn hook_panic(ctx: TestContext) {
     wait_gone(&*store, id.id()).await;
     workers.stop().await;
 }
+
+/// A result that not every store can keep (a NUL character, an integer past `i64::MAX`) does not
+/// cost the outcome: the job is done, once, and its record says the result was not kept.
+pub async fn unstorable_result(ctx: TestContext) {
+    let store = ctx.store();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let counter = runs.clone();
+    let job = EventJob::new("odd-result", move |_: (), _ctx: JobContext| {
+        let counter = counter.clone();
+        async move {
+            counter.fetch_add(1, Ordering::SeqCst);
+            Ok(json!({ "text": "a\u{0}b", "big": u64::MAX }))
+        }
+    });
+    let failing = EventJob::new("odd-error", |_: (), _ctx: JobContext| async move {
+        Err::<(), _>("broken \u{0} text".into())
+    })
+    .on_error(|_| ErrorAction::Dismiss);
+    let workers = start(
+        store.clone(),
+        vec![job.definition(), failing.definition()],
+        fast_options(),
+    )
+    .await;
+    let id = schedule_job(&*store, &job, &(), ScheduleOptions::default())
+        .await
+        .unwrap();
+    let broken = schedule_job(&*store, &failing, &(), ScheduleOptions::default())
+        .await
+        .unwrap();
+    wait_gone(&*store, id.id()).await;
+    let records = wait_executions(&*store, "odd-result", 1).await;
+    let failed = wait_for("the failing job to fail", DEADLINE, || async {
+        store
+            .get_job(broken.id())
+            .await
+            .unwrap()
+            .filter(|j| j.state == JobState::Failed)
+    })
+    .await;
+    workers.stop().await;
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "done once");
+    assert_eq!(records[0].status, ExecutionStatus::Success);
+    assert_eq!(records[0].result, None, "the result is not kept");
+    let error = failed.last_error.unwrap_or_default();
+    assert!(
+        error.contains("broken") && !error.contains('\0'),
+        "{error:?}"
+    );
+}

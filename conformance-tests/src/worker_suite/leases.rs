@@ -478,3 +478,62 @@ pub async fn slot_held(ctx: TestContext) {
         "nothing ran before it returned"
     );
 }
+
+/// A handler that blocks its thread past its lease cannot be stopped: its job is not released
+/// while it still runs, so another worker runs it again only once the lease has ended, as after
+/// a crash, never earlier.
+pub async fn blocked_handler_keeps_its_lease(ctx: TestContext) {
+    let store = ctx.store();
+    let lock = Duration::from_millis(600);
+    let definition = || {
+        EventJob::new("blocked", move |_: (), ctx: JobContext| async move {
+            if ctx.tries() == 1 {
+                std::thread::sleep(Duration::from_millis(1500));
+            }
+            Ok(())
+        })
+        .lock_time(lock)
+    };
+    let options = WorkerOptions {
+        workers_count: 1,
+        poll_interval: Duration::from_millis(20),
+        ..fast_options()
+    };
+    let first = start(
+        store.clone(),
+        vec![definition().definition()],
+        options.clone(),
+    )
+    .await;
+    let id = schedule_job(&*store, &definition(), &(), ScheduleOptions::default())
+        .await
+        .unwrap();
+    let claimed = wait_for("the first run to start", DEADLINE, || async {
+        store
+            .get_job(id.id())
+            .await
+            .unwrap()
+            .filter(|j| j.state == JobState::Running)
+    })
+    .await;
+    let lease_end = claimed.locked_until.expect("a running job has a lease end");
+    let second = start(
+        ctx.another_handle().await,
+        vec![definition().definition()],
+        options,
+    )
+    .await;
+    wait_gone(&*store, id.id()).await;
+    let runs = wait_executions(&*store, "blocked", 2).await;
+    first.stop().await;
+    second.stop().await;
+    let rerun = runs
+        .iter()
+        .find(|r| r.tries == 2)
+        .expect("the job ran again");
+    assert!(
+        rerun.started_at >= lease_end,
+        "ran again at {}, before the blocked run's lease ended at {lease_end}",
+        rerun.started_at
+    );
+}

@@ -2,20 +2,20 @@
 -- time or lease end), so an idle worker looks again then instead of at its next poll; and they
 -- promote and reclaim the requested names only. Both read per-name indexes, which replace the
 -- global ones. Wake-ups also fire for jobs scheduled for later, so idle workers learn their time.
+-- The new claim is a function of its own, `claim_next`: workers of the previous version, still
+-- running during an upgrade, go on calling `claim`, which is left as it was.
 
 CREATE INDEX jobs_scheduled_by_name ON "{schema}".jobs (name, run_at) WHERE state = 'scheduled';
 CREATE INDEX jobs_leases_by_name ON "{schema}".jobs (name, locked_until) WHERE state = 'running';
 DROP INDEX "{schema}".jobs_scheduled;
 DROP INDEX "{schema}".jobs_leases;
 
-DROP FUNCTION "{schema}".claim(text[], bigint[], integer, text);
-
 -- Leases up to p_limit due jobs of the given names, each for its name's lease time, in claim
 -- order. First makes their due scheduled jobs pending and reclaims their leases that ran out
 -- (demoted: their execution went stale), all in one round trip. When it leases fewer than
 -- p_limit, one more row, with a NULL id, carries `next_due`: the server's now when due jobs are
 -- left (other claimers hold them), else the earliest run time or lease end of those names.
-CREATE FUNCTION "{schema}".claim(p_names text[], p_lock_ms bigint[], p_limit integer, p_worker text)
+CREATE FUNCTION "{schema}".claim_next(p_names text[], p_lock_ms bigint[], p_limit integer, p_worker text)
 RETURNS TABLE (
     id bigint, name text, kind text, params jsonb, priority integer, run_at timestamptz,
     unique_identifier text, tries integer, locked_until timestamptz, locked_by text,
@@ -52,7 +52,8 @@ BEGIN
     )
     UPDATE "{schema}".jobs j SET
         state = 'running',
-        tries = j.tries + 1,
+        -- A count written by hand at the top of the range stays there instead of overflowing.
+        tries = least(j.tries, 2147483646) + 1,
         demoted = false,
         lease_token = gen_random_uuid()::text,
         locked_until = v_now + p.lock_ms * interval '1 millisecond',

@@ -8,6 +8,9 @@
 -- order.
 local now = now_ms()
 
+-- What processes of the earlier key layout wrote (during an upgrade), a bounded step a claim.
+drain_legacy(100)
+
 for i = 5, #ARGV, 2 do
   local name = ARGV[i]
   local due = call('ZRANGEBYSCORE', key('scheduled', name), '-inf', now, 'LIMIT', 0, 1000)
@@ -62,6 +65,9 @@ for i = 1, math.min(limit, #candidates) do
       put(id, { state = 'failed', last_error = 'unreadable record: ' .. problem,
         expires_at = now + UNREADABLE_RETENTION_MS })
       call('ZADD', key('failed'), now + UNREADABLE_RETENTION_MS, id)
+      if type(job.name) == 'string' then
+        free_unique(id, job)
+      end
     end
     out[#out + 1] = cjson.encode({ unreadable = id, error = problem })
   else

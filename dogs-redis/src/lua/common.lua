@@ -186,6 +186,27 @@ local function prune_executions(now, limit)
   return #expired
 end
 
+-- Moves up to `limit` entries of an earlier layout's global 'scheduled' and 'leases' sets (one
+-- for every name) into the per-name sets, where this version reads them; the earlier layout's
+-- processes may still be writing them during an upgrade. Returns how many were moved.
+local function drain_legacy(limit)
+  local moved = 0
+  for _, set in ipairs({ 'scheduled', 'leases' }) do
+    local old = key(set)
+    local members = call('ZRANGE', old, 0, limit - 1, 'WITHSCORES')
+    for i = 1, #members, 2 do
+      local id, score = members[i], members[i + 1]
+      local name = call('HGET', key('job', id), 'name')
+      if name then
+        call('ZADD', key(set, name), score, id)
+      end
+      call('ZREM', old, id)
+      moved = moved + 1
+    end
+  end
+  return moved
+end
+
 -- Sorted-set writes gathered while a script runs and sent at its end with `flush_later`: one
 -- command per key however many jobs the script handles.
 local later_zrem, later_zadd = {}, {}
