@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod batch;
 mod claim;
 mod completer;
 mod context;
@@ -19,6 +20,7 @@ mod store;
 mod wakeup;
 mod worker;
 
+pub use batch::{readable, Outcomes};
 pub use claim::{
     fail_unreadable, ClaimName, ClaimRequest, Claimed, ClaimedJob, Completion, Finish, Lease,
     LeaseToken, UNREADABLE_RETENTION,

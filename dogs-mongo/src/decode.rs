@@ -167,19 +167,7 @@ pub(crate) fn execution_from_doc(doc: Document) -> Result<Execution> {
     })
 }
 
-/// Keeps what reads, logging and skipping what does not.
-pub(crate) fn readable<T>(items: impl IntoIterator<Item = Result<Option<T>>>) -> Vec<T> {
-    items
-        .into_iter()
-        .filter_map(|item| match item {
-            Ok(value) => value,
-            Err(e) => {
-                tracing::error!(error = %e, "skipping a record that cannot be read");
-                None
-            }
-        })
-        .collect()
-}
+pub(crate) use dogs_core::readable;
 
 pub(crate) fn claimed_from_doc(doc: Document, claimed_at: DateTime<Utc>) -> Result<ClaimedJob> {
     let token = get_str(&doc, "token")?;

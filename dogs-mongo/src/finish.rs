@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use dogs_core::{Completion, Error, ErrorKind, Execution, Finish, Lease, Result};
+use dogs_core::{Completion, Error, ErrorKind, Execution, Finish, Lease, Outcomes, Result};
 use mongodb::bson::{doc, Document};
 use mongodb::error::{TRANSIENT_TRANSACTION_ERROR, UNKNOWN_TRANSACTION_COMMIT_RESULT};
 use mongodb::ClientSession;
@@ -71,17 +71,7 @@ impl MongoStore {
     /// another reason than a transient one, each entry in a transaction of its own, so its error
     /// is its own.
     pub(crate) async fn finish_all(&self, items: Vec<Finish>) -> Result<Vec<Result<()>>> {
-        let mut outcomes: Vec<Option<Result<()>>> = Vec::with_capacity(items.len());
-        let mut valid: Vec<(usize, Finish)> = Vec::with_capacity(items.len());
-        for (i, item) in items.into_iter().enumerate() {
-            match item.completion.validate() {
-                Ok(()) => {
-                    outcomes.push(None);
-                    valid.push((i, item));
-                }
-                Err(e) => outcomes.push(Some(Err(e))),
-            }
-        }
+        let (mut outcomes, valid) = Outcomes::check(items, |item| item.completion.validate());
         if !valid.is_empty() {
             let now = self.server_now().await?;
             let entries: Vec<&Finish> = valid.iter().map(|(_, item)| item).collect();
@@ -112,17 +102,15 @@ impl MongoStore {
                 each
             };
             for ((i, item), result) in valid.iter().zip(results) {
-                outcomes[*i] = Some(match result {
+                let outcome = match result {
                     Ok(true) => Ok(()),
                     Ok(false) => Err(Error::lock_lost(&item.lease.job_id)),
                     Err(e) => Err(e),
-                });
+                };
+                outcomes.set(*i, outcome);
             }
         }
-        Ok(outcomes
-            .into_iter()
-            .map(|o| o.unwrap_or_else(|| Err(Error::new(ErrorKind::Backend, "no outcome"))))
-            .collect())
+        Ok(outcomes.finish())
     }
 
     /// Applies `entries` in one transaction, run again when it meets a transient error; per

@@ -2,7 +2,9 @@
 //! out), and the upsert of each recurrent job's one record.
 
 use chrono::{DateTime, Utc};
-use dogs_core::{Error, ErrorKind, JobId, NewJob, RecurrentRegistration, Result, Scheduled};
+use dogs_core::{
+    Error, ErrorKind, JobId, NewJob, Outcomes, RecurrentRegistration, Result, Scheduled,
+};
 use mongodb::bson::{doc, oid::ObjectId, Bson, Document};
 use mongodb::options::ReturnDocument;
 
@@ -78,20 +80,17 @@ impl MongoStore {
 
     pub(crate) async fn schedule_all(&self, jobs: Vec<NewJob>) -> Result<Vec<Result<Scheduled>>> {
         let now = self.server_now().await?;
-        let mut outcomes: Vec<Option<Result<Scheduled>>> = Vec::with_capacity(jobs.len());
+        let (mut outcomes, valid) =
+            Outcomes::check(jobs, |job| job.validate(self.inner.max_params_bytes));
         let mut docs = Vec::new();
-        let mut placed: Vec<(usize, ObjectId)> = Vec::new();
-        for (i, job) in jobs.iter().enumerate() {
-            match job
-                .validate(self.inner.max_params_bytes)
-                .and_then(|()| self.job_doc(job, now))
-            {
+        let mut placed: Vec<(usize, ObjectId, NewJob)> = Vec::new();
+        for (i, job) in valid {
+            match self.job_doc(&job, now) {
                 Ok((id, doc)) => {
-                    outcomes.push(None);
-                    placed.push((i, id));
+                    placed.push((i, id, job));
                     docs.push(doc);
                 }
-                Err(e) => outcomes.push(Some(Err(e))),
+                Err(e) => outcomes.set(i, Err(e)),
             }
         }
         let mut duplicates: Vec<usize> = Vec::new();
@@ -116,11 +115,14 @@ impl MongoStore {
                         for write in failure.write_errors.iter().flatten() {
                             if write.code == DUPLICATE_KEY {
                                 duplicates.push(write.index);
-                            } else if let Some((i, _)) = placed.get(write.index) {
-                                outcomes[*i] = Some(Err(Error::new(
-                                    ErrorKind::Backend,
-                                    format!("MongoDB refused the job: {}", write.message),
-                                )));
+                            } else if let Some((i, _, _)) = placed.get(write.index) {
+                                outcomes.set(
+                                    *i,
+                                    Err(Error::new(
+                                        ErrorKind::Backend,
+                                        format!("MongoDB refused the job: {}", write.message),
+                                    )),
+                                );
                             }
                         }
                     }
@@ -128,25 +130,22 @@ impl MongoStore {
                 },
             }
         }
-        for (n, (i, id)) in placed.iter().enumerate() {
-            if outcomes[*i].is_some() {
+        for (n, (i, id, job)) in placed.into_iter().enumerate() {
+            if outcomes.is_set(i) {
                 continue;
             }
-            if duplicates.contains(&n) {
-                let job = &jobs[*i];
+            let outcome = if duplicates.contains(&n) {
                 let unique = job.unique_identifier.as_deref().unwrap_or_default();
-                outcomes[*i] = Some(match self.find_live(&job.name, unique).await? {
+                match self.find_live(&job.name, unique).await? {
                     Some(existing) => Ok(Scheduled::Duplicate(existing)),
-                    None => self.schedule_one(job.clone()).await,
-                });
+                    None => self.schedule_one(job).await,
+                }
             } else {
-                outcomes[*i] = Some(Ok(Scheduled::Created(JobId::new(id.to_hex()))));
-            }
+                Ok(Scheduled::Created(JobId::new(id.to_hex())))
+            };
+            outcomes.set(i, outcome);
         }
-        Ok(outcomes
-            .into_iter()
-            .map(|o| o.unwrap_or_else(|| Err(Error::new(ErrorKind::Backend, "no outcome"))))
-            .collect())
+        Ok(outcomes.finish())
     }
 
     pub(crate) async fn register(&self, job: RecurrentRegistration) -> Result<JobId> {

@@ -110,13 +110,5 @@ pub(crate) fn claimed_from_row(row: &PgRow) -> Result<ClaimedJob> {
 
 /// Keeps the rows that read, logging and skipping the ones that do not.
 pub(crate) fn readable<T>(rows: Vec<PgRow>, read: impl Fn(&PgRow) -> Result<T>) -> Vec<T> {
-    rows.iter()
-        .filter_map(|row| match read(row) {
-            Ok(value) => Some(value),
-            Err(e) => {
-                tracing::error!(error = %e, "skipping a record that cannot be read");
-                None
-            }
-        })
-        .collect()
+    dogs_core::readable(rows.iter().map(|row| read(row).map(Some)))
 }

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use dogs_core::{Completion, Error, ErrorKind, Execution, Finish, Lease, Result};
+use dogs_core::{Completion, Error, ErrorKind, Execution, Finish, Lease, Outcomes, Result};
 use serde_json::Value;
 use sqlx::{Postgres, QueryBuilder};
 
@@ -229,23 +229,18 @@ impl PostgresStore {
     /// Ends a batch: the removals (every successful event job) in one statement, the rest one
     /// by one; each entry is judged by its own token.
     pub(crate) async fn finish_all(&self, items: Vec<Finish>) -> Result<Vec<Result<()>>> {
-        let mut outcomes: Vec<Option<Result<()>>> = Vec::with_capacity(items.len());
+        let (mut outcomes, valid) = Outcomes::check(items, |item| item.completion.validate());
         let mut removals: Vec<Removal> = Vec::new();
         let mut others: Vec<(usize, Finish)> = Vec::new();
         let mut seen: HashSet<(i64, String)> = HashSet::new();
-        for (i, item) in items.into_iter().enumerate() {
-            outcomes.push(None);
-            if let Err(e) = item.completion.validate() {
-                outcomes[i] = Some(Err(e));
-                continue;
-            }
+        for (i, item) in valid {
             match (&item.completion, parse_id(&item.lease.job_id)) {
                 (Completion::Remove, Some(id)) => {
                     // The same lease twice in one batch: only the first can apply.
                     if seen.insert((id, item.lease.token.as_str().to_owned())) {
                         removals.push((i, id, item));
                     } else {
-                        outcomes[i] = Some(Err(Error::lock_lost(&item.lease.job_id)));
+                        outcomes.set(i, Err(Error::lock_lost(&item.lease.job_id)));
                     }
                 }
                 _ => others.push((i, item)),
@@ -257,11 +252,14 @@ impl PostgresStore {
                     for (i, id, item) in &removals {
                         let applied =
                             removed.contains(&(*id, item.lease.token.as_str().to_owned()));
-                        outcomes[*i] = Some(if applied {
-                            Ok(())
-                        } else {
-                            Err(Error::lock_lost(&item.lease.job_id))
-                        });
+                        outcomes.set(
+                            *i,
+                            if applied {
+                                Ok(())
+                            } else {
+                                Err(Error::lock_lost(&item.lease.job_id))
+                            },
+                        );
                     }
                 }
                 Err(e) if e.kind() == ErrorKind::Unavailable => return Err(e),
@@ -278,12 +276,9 @@ impl PostgresStore {
             (i, outcome)
         });
         for (i, outcome) in futures::future::join_all(alone).await {
-            outcomes[i] = Some(outcome);
+            outcomes.set(i, outcome);
         }
-        Ok(outcomes
-            .into_iter()
-            .map(|o| o.unwrap_or_else(|| Err(Error::new(ErrorKind::Backend, "no outcome"))))
-            .collect())
+        Ok(outcomes.finish())
     }
 
     /// Removes many finished jobs, fenced by their tokens, and stores the records of those that

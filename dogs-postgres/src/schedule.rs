@@ -1,7 +1,9 @@
 //! Scheduling: event jobs one by one or in bulk (`INSERT … ON CONFLICT DO NOTHING` on the unique
 //! index of live jobs), and the upsert of each recurrent job's one record.
 
-use dogs_core::{Error, ErrorKind, JobId, NewJob, RecurrentRegistration, Result, Scheduled};
+use dogs_core::{
+    Error, ErrorKind, JobId, NewJob, Outcomes, RecurrentRegistration, Result, Scheduled,
+};
 use sqlx::PgConnection;
 
 use crate::decode::get;
@@ -145,17 +147,8 @@ impl PostgresStore {
 
     /// Stores many jobs in one statement; each entry's outcome is its own.
     pub(crate) async fn schedule_all(&self, jobs: Vec<NewJob>) -> Result<Vec<Result<Scheduled>>> {
-        let mut outcomes: Vec<Option<Result<Scheduled>>> = Vec::with_capacity(jobs.len());
-        let mut valid: Vec<(usize, NewJob)> = Vec::new();
-        for (i, job) in jobs.into_iter().enumerate() {
-            match job.validate(self.inner.max_params_bytes) {
-                Ok(()) => {
-                    outcomes.push(None);
-                    valid.push((i, job));
-                }
-                Err(e) => outcomes.push(Some(Err(e))),
-            }
-        }
+        let (mut outcomes, valid) =
+            Outcomes::check(jobs, |job| job.validate(self.inner.max_params_bytes));
         if !valid.is_empty() {
             let mut names = Vec::with_capacity(valid.len());
             let mut params = Vec::with_capacity(valid.len());
@@ -206,19 +199,10 @@ impl PostgresStore {
                     // A job another transaction committed during this statement.
                     self.schedule_again(job).await
                 };
-                if let Some(slot) = outcomes.get_mut(*i) {
-                    *slot = Some(outcome);
-                }
+                outcomes.set(*i, outcome);
             }
         }
-        Ok(outcomes
-            .into_iter()
-            .map(|o| {
-                o.unwrap_or_else(|| {
-                    Err(Error::new(ErrorKind::Backend, "no outcome for this entry"))
-                })
-            })
-            .collect())
+        Ok(outcomes.finish())
     }
 
     /// An entry of a bulk insert that met a conflict with a job committed meanwhile: the live

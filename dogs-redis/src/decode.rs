@@ -174,16 +174,4 @@ pub(crate) fn job_from_hash(
     }))
 }
 
-/// Keeps what reads, logging and skipping what does not.
-pub(crate) fn readable<T>(items: impl IntoIterator<Item = Result<Option<T>>>) -> Vec<T> {
-    items
-        .into_iter()
-        .filter_map(|item| match item {
-            Ok(value) => value,
-            Err(e) => {
-                tracing::error!(error = %e, "skipping a record that cannot be read");
-                None
-            }
-        })
-        .collect()
-}
+pub(crate) use dogs_core::readable;

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use dogs_core::{Completion, Error, ErrorKind, Execution, Finish, JobId, Lease, Result};
+use dogs_core::{Completion, Error, ErrorKind, Execution, Finish, JobId, Lease, Outcomes, Result};
 
 use crate::decode::{from_millis, millis, run_at_args};
 use crate::error::{bad_reply, redis_error};
@@ -131,37 +131,24 @@ impl RedisStore {
     }
 
     pub(crate) async fn finish_all(&self, items: Vec<Finish>) -> Result<Vec<Result<()>>> {
-        let mut outcomes: Vec<Option<Result<()>>> = Vec::with_capacity(items.len());
-        let mut valid: Vec<(usize, Finish)> = Vec::with_capacity(items.len());
-        for (i, item) in items.into_iter().enumerate() {
-            match item.completion.validate() {
-                Ok(()) => {
-                    outcomes.push(None);
-                    valid.push((i, item));
-                }
-                Err(e) => outcomes.push(Some(Err(e))),
-            }
-        }
+        let (mut outcomes, valid) = Outcomes::check(items, |item| item.completion.validate());
         for chunk in valid.chunks(SCHEDULE_BATCH) {
             let batch: Vec<Finish> = chunk.iter().map(|(_, item)| item.clone()).collect();
             // Each chunk is one script call: its error is its entries' alone.
             match self.complete_batch(&batch).await {
                 Ok(applied) => {
                     for ((i, item), applied) in chunk.iter().zip(applied) {
-                        outcomes[*i] = Some(outcome(item, applied));
+                        outcomes.set(*i, outcome(item, applied));
                     }
                 }
                 Err(e) => {
                     for (i, _) in chunk {
-                        outcomes[*i] = Some(Err(Error::new(e.kind(), e.message().to_owned())));
+                        outcomes.set(*i, Err(Error::new(e.kind(), e.message().to_owned())));
                     }
                 }
             }
         }
-        Ok(outcomes
-            .into_iter()
-            .map(|o| o.unwrap_or_else(|| Err(bad_reply("saving job outcomes"))))
-            .collect())
+        Ok(outcomes.finish())
     }
 
     pub(crate) async fn record(&self, e: &Execution) -> Result<()> {

@@ -1,7 +1,7 @@
 //! Scheduling: event jobs in batches of one script call each (`lua/schedule.lua`), and the one
 //! record of each recurrent job (`lua/register.lua`).
 
-use dogs_core::{JobId, NewJob, RecurrentRegistration, Result, Scheduled};
+use dogs_core::{JobId, NewJob, Outcomes, RecurrentRegistration, Result, Scheduled};
 
 use crate::decode::run_at_args;
 use crate::error::{bad_reply, redis_error};
@@ -51,30 +51,16 @@ impl RedisStore {
     }
 
     pub(crate) async fn schedule_all(&self, jobs: Vec<NewJob>) -> Result<Vec<Result<Scheduled>>> {
-        let mut outcomes: Vec<Option<Result<Scheduled>>> = Vec::with_capacity(jobs.len());
-        let mut valid: Vec<(usize, NewJob)> = Vec::new();
-        for (i, job) in jobs.into_iter().enumerate() {
-            match job.validate(self.inner.max_params_bytes) {
-                Ok(()) => {
-                    outcomes.push(None);
-                    valid.push((i, job));
-                }
-                Err(e) => outcomes.push(Some(Err(e))),
-            }
-        }
+        let (mut outcomes, valid) =
+            Outcomes::check(jobs, |job| job.validate(self.inner.max_params_bytes));
         for chunk in valid.chunks(SCHEDULE_BATCH) {
             let batch: Vec<NewJob> = chunk.iter().map(|(_, job)| job.clone()).collect();
             let scheduled = self.schedule_batch(&batch).await?;
             for ((i, _), outcome) in chunk.iter().zip(scheduled) {
-                if let Some(slot) = outcomes.get_mut(*i) {
-                    *slot = Some(Ok(outcome));
-                }
+                outcomes.set(*i, Ok(outcome));
             }
         }
-        Ok(outcomes
-            .into_iter()
-            .map(|o| o.unwrap_or_else(|| Err(bad_reply("scheduling jobs"))))
-            .collect())
+        Ok(outcomes.finish())
     }
 
     pub(crate) async fn register(&self, job: RecurrentRegistration) -> Result<JobId> {
