@@ -1,7 +1,8 @@
 //! Saves executions' outcomes in batches: each worker set has one completer, which sends what
-//! has accumulated to the store in one `finish_many` call while earlier calls are under way (at
-//! most [`IN_FLIGHT`] at once, so one slow call does not hold back every other outcome). An
-//! outcome that arrives when nothing is under way is sent at once, so batching adds no delay.
+//! has accumulated to the store in one `finish_many` call while the previous call is under way.
+//! An outcome that arrives when nothing is under way is sent at once, so batching adds no delay.
+//! A call that is slow (over [`SLOW_CALL`]) does not hold back the others: the next batch goes
+//! beside it, up to [`IN_FLIGHT`] calls at once.
 
 use std::sync::Arc;
 
@@ -16,6 +17,9 @@ const MAX_BATCH: usize = 512;
 
 /// The most `finish_many` calls under way at once.
 const IN_FLIGHT: usize = 4;
+
+/// How long a call is under way before the next batch is sent beside it.
+const SLOW_CALL: std::time::Duration = std::time::Duration::from_millis(250);
 
 struct Request {
     finish: Finish,
@@ -64,10 +68,14 @@ async fn run(store: Arc<dyn JobStore>, mut rx: mpsc::UnboundedReceiver<Request>)
         }
         let requests: Vec<Request> = std::mem::take(&mut batch);
         let store = Arc::clone(&store);
+        let (done, finished) = oneshot::channel::<()>();
         tokio::spawn(async move {
             save(&*store, requests).await;
             drop(permit);
+            let _ = done.send(());
         });
+        // What arrives meanwhile makes the next batch; it waits for this call unless it is slow.
+        let _ = tokio::time::timeout(SLOW_CALL, finished).await;
     }
 }
 

@@ -9,7 +9,9 @@
 local now = now_ms()
 
 -- What processes of the earlier key layout wrote (during an upgrade), a bounded step a claim.
-drain_legacy(100)
+if call('EXISTS', key('scheduled'), key('leases')) > 0 then
+  drain_legacy(100)
+end
 
 for i = 5, #ARGV, 2 do
   local name = ARGV[i]

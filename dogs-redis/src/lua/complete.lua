@@ -15,10 +15,9 @@ local now = now_ms()
 local woke = false
 local recorded = 0
 
-local function complete_one(b)
+local function complete_one(b, job)
   local id, token, completion = ARGV[b], ARGV[b + 1], ARGV[b + 2]
   local a1, a2, a3, a4 = ARGV[b + 3], ARGV[b + 4], ARGV[b + 5], ARGV[b + 6]
-  local job = load(id)
   if not job or job.token ~= token or (job.state ~= 'running' and job.state ~= 'pending') then
     return 0
   end
@@ -84,10 +83,15 @@ end
 
 -- First, without writing: which entries hold a current token on a record that can be read.
 local count = tonumber(ARGV[2])
-local checked = {}
+local checked, jobs, seen, repeated = {}, {}, {}, {}
 for i = 0, count - 1 do
   local b = 3 + i * 12
   local job = load(ARGV[b])
+  jobs[i] = job
+  if seen[ARGV[b]] then
+    repeated[i] = true
+  end
+  seen[ARGV[b]] = true
   if not job or job.token ~= ARGV[b + 1] or (job.state ~= 'running' and job.state ~= 'pending') then
     checked[i] = 0
   elseif unreadable(job) then
@@ -96,11 +100,16 @@ for i = 0, count - 1 do
     checked[i] = 1
   end
 end
--- Then the writes, each checked again (an earlier entry of the batch may have ended the job).
+-- Then the writes; a job named twice in the batch is read again, since the earlier entry may
+-- have ended it.
 local out = {}
 for i = 0, count - 1 do
   if checked[i] == 1 then
-    out[#out + 1] = complete_one(3 + i * 12)
+    local job = jobs[i]
+    if repeated[i] then
+      job = load(ARGV[3 + i * 12])
+    end
+    out[#out + 1] = complete_one(3 + i * 12, job)
   else
     out[#out + 1] = checked[i]
   end
