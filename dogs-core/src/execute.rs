@@ -56,7 +56,8 @@ pub(crate) async fn execute(
 
 /// What ended the wait on a running handler first.
 enum First {
-    Returned(Result<RunOutcome, tokio::task::JoinError>),
+    /// The handler's outcome and when it returned.
+    Returned(Result<(RunOutcome, Instant), tokio::task::JoinError>),
     Stale,
     LeaseLost,
     Cancelled,
@@ -112,7 +113,11 @@ async fn run_claimed(
     );
     debug!(was_stale = claimed.was_stale, "execution started");
 
-    let mut handler = tokio::spawn(definition.handler.run(job.params.clone(), ctx.clone()));
+    let run = definition.handler.run(job.params.clone(), ctx.clone());
+    let mut handler = tokio::spawn(async move {
+        let outcome = run.await;
+        (outcome, Instant::now())
+    });
     let first = tokio::select! {
         biased;
         _ = lost.cancelled() => First::LeaseLost,
@@ -123,7 +128,13 @@ async fn run_claimed(
     let (ending, still_running) = match first {
         // A refused extension may have made the handler return: the lease is lost all the same.
         First::Returned(_) if lost.is_cancelled() => (Ending::LeaseLost, None),
-        First::Returned(Ok(outcome)) => (Ending::Ran(outcome), None),
+        // It returned only after the point where it must be stopped (its thread was held up
+        // past it, so the stop and its return were ready at once): its outcome is as late as a
+        // stale one's, and is treated the same whichever of the two this wait saw first.
+        First::Returned(Ok((_, returned_at))) if returned_at >= end_rx.borrow().stop_at() => {
+            (Ending::Stale, None)
+        }
+        First::Returned(Ok((outcome, _))) => (Ending::Ran(outcome), None),
         First::Returned(Err(e)) if e.is_panic() => (
             Ending::Panicked(format!(
                 "the handler panicked: {}",
@@ -162,9 +173,9 @@ async fn run_claimed(
 /// (it blocks its thread, so the abort cannot take effect).
 async fn stop(
     cancel: &CancellationToken,
-    mut handler: JoinHandle<RunOutcome>,
+    mut handler: JoinHandle<(RunOutcome, Instant)>,
     grace: Duration,
-) -> Option<JoinHandle<RunOutcome>> {
+) -> Option<JoinHandle<(RunOutcome, Instant)>> {
     cancel.cancel();
     if tokio::time::timeout(grace, &mut handler).await.is_ok() {
         return None;
