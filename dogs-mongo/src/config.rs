@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use dogs_core::{Error, Result};
 use futures::FutureExt;
-use mongodb::options::ClientOptions;
+use mongodb::options::{Acknowledgment, ClientOptions, WriteConcern};
 use mongodb::{Client, Database};
 
 use crate::store::MongoStore;
@@ -161,6 +161,7 @@ impl MongoStoreBuilder {
                     Ok(Ok(options)) => options,
                     Ok(Err(_)) | Err(_) => return Err(does_not_parse()),
                 };
+                durable_by_default(&mut options);
                 options.server_selection_timeout = Some(self.timeout);
                 options.connect_timeout = Some(self.timeout);
                 let address = options
@@ -197,6 +198,21 @@ impl MongoStoreBuilder {
     }
 }
 
+/// Gives `options` a write concern of `w: "majority", j: true` unless the URL set one: a job
+/// is accepted only once it is in the journal of most members, so neither a crash of the server
+/// that acknowledged it nor a failover loses it. (MongoDB's own default is `majority` on replica
+/// sets, without asking for the journal of a standalone server, and `w: 1` before version 5.)
+fn durable_by_default(options: &mut ClientOptions) {
+    if options.write_concern.is_none() {
+        options.write_concern = Some(
+            WriteConcern::builder()
+                .w(Acknowledgment::Majority)
+                .journal(true)
+                .build(),
+        );
+    }
+}
+
 /// Whether every `%` of `url` starts an escape of two hexadecimal digits.
 fn percent_escapes_are_valid(url: &str) -> bool {
     let bytes = url.as_bytes();
@@ -210,6 +226,25 @@ fn percent_escapes_are_valid(url: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn writes_wait_for_the_journal_of_a_majority_unless_the_url_says_otherwise() {
+        let mut options = ClientOptions::parse("mongodb://127.0.0.1:1/?replicaSet=rs0")
+            .await
+            .unwrap();
+        durable_by_default(&mut options);
+        let concern = options.write_concern.unwrap();
+        assert_eq!(concern.w, Some(Acknowledgment::Majority));
+        assert_eq!(concern.journal, Some(true));
+
+        let mut options = ClientOptions::parse("mongodb://127.0.0.1:1/?w=1&journal=false")
+            .await
+            .unwrap();
+        durable_by_default(&mut options);
+        let concern = options.write_concern.unwrap();
+        assert_eq!(concern.w, Some(Acknowledgment::Nodes(1)));
+        assert_eq!(concern.journal, Some(false));
+    }
 
     #[tokio::test]
     async fn a_url_the_driver_cannot_parse_is_refused_without_a_panic() {

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dogs_core::prelude::*;
-use dogs_core::{ErrorKind, ExecutionQuery, ExecutionStatus, JobStore, NewJob};
+use dogs_core::{ErrorKind, ExecutionQuery, ExecutionStatus, JobQuery, JobStore, NewJob};
 use serde_json::{json, Value};
 
 use super::process::{log_summary, start_counts, Line, WorkerProcess, WorkerSpec};
@@ -358,16 +358,25 @@ pub async fn store_outage(env: Env) {
             "a call during the outage returned within its timeout (took {took:?})"
         );
     }
-    wait_until(
-        "every accepted job has run",
-        Duration::from_secs(120),
-        || async {
-            let counts = start_counts(workers.iter());
-            accepted.iter().all(|id| counts.contains_key(id))
-                && remaining(&*store, "work").await == 0
-        },
-    )
-    .await;
+    let end = Instant::now() + Duration::from_secs(120);
+    loop {
+        let counts = start_counts(workers.iter());
+        let never: Vec<&String> = accepted
+            .iter()
+            .filter(|id| !counts.contains_key(*id))
+            .collect();
+        if never.is_empty() && remaining(&*store, "work").await == 0 {
+            break;
+        }
+        if Instant::now() >= end {
+            let left = store.list_jobs(&JobQuery::name("work")).await;
+            panic!(
+                "not every accepted job has run after 120 s: never started {never:?}; \
+                 in the store {left:?}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     for worker in &mut workers {
         assert!(
             worker.is_running(),

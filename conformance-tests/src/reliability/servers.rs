@@ -2,7 +2,8 @@
 //! PostgreSQL (a cluster made with `initdb`, run as the `postgres` user when the suite runs as
 //! root, stopped with `pg_ctl stop -m immediate`), Redis (`appendonly yes`, `appendfsync always`,
 //! killed with SIGKILL) and MongoDB (`mongod` as a one-member replica set where installed, else
-//! the SecantusDB test server; killed with SIGKILL), each restarted on the same data.
+//! the SecantusDB test server, syncing its log at every commit; killed with SIGKILL), each
+//! restarted on the same data.
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -240,6 +241,9 @@ impl OwnServer {
                     .args(["--host", "127.0.0.1", "--port", &port, "--storage-path"])
                     .arg(&data)
                     .args(["--cache-size", "256M", "--log-file-max", "1MB"])
+                    // Without it the test server acknowledges a journaled write (`j: true`)
+                    // before its log reaches the disk, and a SIGKILL loses it; mongod does not.
+                    .arg("--sync-on-commit")
                     .stdout(Stdio::null())
                     .stderr(
                         std::fs::File::create(&log)
