@@ -87,6 +87,7 @@ pub fn cases() -> Vec<Case> {
             "blocked_handler_keeps_its_lease",
             w::blocked_handler_keeps_its_lease,
         ),
+        Case::new("late_panic_is_stale", w::late_panic_is_stale),
         Case::new("unstorable_result", w::unstorable_result),
         Case::new("bad_input_definitions", b::bad_input_definitions),
         Case::new("bad_input_scheduling", b::bad_input_scheduling),

@@ -1,8 +1,11 @@
 //! One execution: runs a claimed job's handler while its lease lasts, stops it before the lease
 //! can end, saves the outcome, and keeps the worker slot until the handler has really stopped.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
+
+use futures::FutureExt;
 
 use tokio::sync::{watch, OwnedSemaphorePermit};
 use tokio::task::JoinHandle;
@@ -57,7 +60,7 @@ pub(crate) async fn execute(
 /// What ended the wait on a running handler first.
 enum First {
     /// The handler's outcome and when it returned.
-    Returned(Result<(RunOutcome, Instant), tokio::task::JoinError>),
+    Returned(Result<Returned, tokio::task::JoinError>),
     Stale,
     LeaseLost,
     Cancelled,
@@ -113,9 +116,12 @@ async fn run_claimed(
     );
     debug!(was_stale = claimed.was_stale, "execution started");
 
-    let run = definition.handler.run(job.params.clone(), ctx.clone());
+    let run = AssertUnwindSafe(definition.handler.run(job.params.clone(), ctx.clone()));
     let mut handler = tokio::spawn(async move {
-        let outcome = run.await;
+        let outcome = run
+            .catch_unwind()
+            .await
+            .map_err(|panic| crate::panic_text(&*panic));
         (outcome, Instant::now())
     });
     let first = tokio::select! {
@@ -125,16 +131,13 @@ async fn run_claimed(
         _ = stop_point(end_rx.clone()) => First::Stale,
         _ = shared.cancel_running.cancelled() => First::Cancelled,
     };
+    let stop_at = || end_rx.borrow().stop_at();
     let (ending, still_running) = match first {
         // A refused extension may have made the handler return: the lease is lost all the same.
         First::Returned(_) if lost.is_cancelled() => (Ending::LeaseLost, None),
-        // It returned only after the point where it must be stopped (its thread was held up
-        // past it, so the stop and its return were ready at once): its outcome is as late as a
-        // stale one's, and is treated the same whichever of the two this wait saw first.
-        First::Returned(Ok((_, returned_at))) if returned_at >= end_rx.borrow().stop_at() => {
-            (Ending::Stale, None)
+        First::Returned(Ok((result, returned_at))) => {
+            (returned(result, returned_at, stop_at()), None)
         }
-        First::Returned(Ok((outcome, _))) => (Ending::Ran(outcome), None),
         First::Returned(Err(e)) if e.is_panic() => (
             Ending::Panicked(format!(
                 "the handler panicked: {}",
@@ -143,18 +146,21 @@ async fn run_claimed(
             None,
         ),
         First::Returned(Err(_)) => (Ending::Cancelled, None),
-        First::LeaseLost => (
-            Ending::LeaseLost,
-            stop(&cancel, handler, lease.grace()).await,
-        ),
+        First::LeaseLost => match stop(&cancel, handler, lease.grace()).await {
+            Stopped::Running(handler) => (Ending::LeaseLost, Some(handler)),
+            Stopped::Returned(_) => (Ending::LeaseLost, None),
+        },
         First::Stale => {
+            let fired = Instant::now();
             let grace = end_rx.borrow().grace();
-            (Ending::Stale, stop(&cancel, handler, grace).await)
+            let stopped = stop(&cancel, handler, grace).await;
+            settle(stopped, fired, stop_at(), Ending::Stale)
         }
-        First::Cancelled => (
-            Ending::Cancelled,
-            stop(&cancel, handler, lease.grace()).await,
-        ),
+        First::Cancelled => {
+            let fired = Instant::now();
+            let stopped = stop(&cancel, handler, lease.grace()).await;
+            settle(stopped, fired, stop_at(), Ending::Cancelled)
+        }
     };
     drop(ctx);
     if let Some(handler) = still_running {
@@ -168,23 +174,70 @@ async fn run_claimed(
     outcome.finish(ending, lease_ends).await;
 }
 
+/// What a handler's task gives back: its outcome, or its panic's text, and when it returned.
+type Returned = (std::result::Result<RunOutcome, String>, Instant);
+
+/// The ending of a handler that returned on its own at `returned_at`. Its outcome counts when
+/// it returned before `stop_at`, the point where an execution whose lease was not extended is
+/// stopped. A handler that yields is stopped there, so one that returns later (its thread was
+/// held up past it) is as late as a stale execution and its outcome is never applied either:
+/// the same whichever of its return and the stop this worker saw first.
+fn returned(
+    result: std::result::Result<RunOutcome, String>,
+    returned_at: Instant,
+    stop_at: Instant,
+) -> Ending {
+    if returned_at >= stop_at {
+        return Ending::Stale;
+    }
+    match result {
+        Ok(outcome) => Ending::Ran(outcome),
+        Err(panic) => Ending::Panicked(format!("the handler panicked: {panic}")),
+    }
+}
+
+/// The ending of a handler stopped at `fired` for `reason`: one that had returned before it was
+/// stopped is judged by when it returned; any other ends for `reason` (it may have returned
+/// because it was told to stop).
+fn settle(
+    stopped: Stopped,
+    fired: Instant,
+    stop_at: Instant,
+    reason: Ending,
+) -> (Ending, Option<JoinHandle<Returned>>) {
+    match stopped {
+        Stopped::Returned(Ok((result, returned_at))) if returned_at <= fired => {
+            (returned(result, returned_at, stop_at), None)
+        }
+        Stopped::Returned(_) => (reason, None),
+        Stopped::Running(handler) => (reason, Some(handler)),
+    }
+}
+
+/// How stopping a handler ended.
+enum Stopped {
+    /// It returned, or was aborted.
+    Returned(std::result::Result<Returned, tokio::task::JoinError>),
+    /// It blocks its thread, so the abort cannot take effect.
+    Running(JoinHandle<Returned>),
+}
+
 /// Stops a handler whose outcome no longer counts: fires its cancellation signal, gives it
-/// `grace` to return on its own, then aborts it. Returns the handler when it is still running
-/// (it blocks its thread, so the abort cannot take effect).
+/// `grace` to return on its own, then aborts it.
 async fn stop(
     cancel: &CancellationToken,
-    mut handler: JoinHandle<(RunOutcome, Instant)>,
+    mut handler: JoinHandle<Returned>,
     grace: Duration,
-) -> Option<JoinHandle<(RunOutcome, Instant)>> {
+) -> Stopped {
     cancel.cancel();
-    if tokio::time::timeout(grace, &mut handler).await.is_ok() {
-        return None;
+    if let Ok(joined) = tokio::time::timeout(grace, &mut handler).await {
+        return Stopped::Returned(joined);
     }
     handler.abort();
     // An aborted task that yields ends at once.
     match tokio::time::timeout(grace.max(Duration::from_millis(10)), &mut handler).await {
-        Ok(_) => None,
-        Err(_) => Some(handler),
+        Ok(joined) => Stopped::Returned(joined),
+        Err(_) => Stopped::Running(handler),
     }
 }
 

@@ -16,7 +16,8 @@ pub enum ExecutionStatus {
     Success,
     /// The handler returned an error (or panicked); the job will run again.
     Error,
-    /// The execution outlived its lease and was stopped; the job will run again.
+    /// The execution outlived its lease (it was stopped, or returned too late for its outcome
+    /// to count); the job will run again.
     Stale,
     /// The execution failed and the job was failed for good.
     Failed,

@@ -28,7 +28,8 @@ pub(crate) enum Ending {
     Ran(RunOutcome),
     /// The handler panicked.
     Panicked(String),
-    /// Its lease was about to end: the handler was stopped.
+    /// Its lease was about to end: the handler was stopped, or it returned only after its
+    /// lease ended, too late for its outcome to count.
     Stale,
     /// The store refused to extend its lease: another claim holds the job.
     LeaseLost,
@@ -261,7 +262,7 @@ impl<'a> Outcome<'a> {
     /// was its `max_tries`-th claim in a row that did not finish.
     fn after_stale(&self) -> Decision {
         let message = format!(
-            "the execution outlived its lease of {:?} and was stopped",
+            "the execution outlived its lease of {:?}; its outcome does not count",
             self.lock_time()
         );
         self.call_on_stale(&message);
@@ -416,7 +417,7 @@ impl<'a> Outcome<'a> {
     ) -> Result<()> {
         // One attempt at least, even when the lease is over (a handler that blocked its
         // thread): the token keeps a late write harmless.
-        let lease_ends = lease_ends.max(Instant::now() + Duration::from_secs(1));
+        let retry_until = lease_ends.max(Instant::now() + Duration::from_secs(1));
         let mut pause = Duration::from_millis(50);
         loop {
             let finish = Finish {
@@ -425,7 +426,7 @@ impl<'a> Outcome<'a> {
                 execution: record.clone(),
             };
             let attempt = tokio::select! {
-                saved = tokio::time::timeout_at(lease_ends, self.shared.completer.finish(finish)) => saved,
+                saved = tokio::time::timeout_at(retry_until, self.shared.completer.finish(finish, lease_ends)) => saved,
                 _ = self.shared.give_up_saving.cancelled() => return Err(crate::Error::new(
                     ErrorKind::Shutdown,
                     "the workers stopped before the outcome was saved",
@@ -438,7 +439,7 @@ impl<'a> Outcome<'a> {
                     ))
                 }
                 Ok(Err(e)) if e.kind() == ErrorKind::Unavailable => {
-                    if Instant::now() + pause >= lease_ends {
+                    if Instant::now() + pause >= retry_until {
                         return Err(e);
                     }
                     warn!(error = %e, retry_in = ?pause, "saving the outcome failed; retrying");

@@ -8,11 +8,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::support::*;
 
+mod blocked;
 mod failures;
 mod leases;
 mod recurrent;
 mod running;
 
+pub use blocked::*;
 pub use failures::*;
 pub use leases::*;
 pub use recurrent::*;

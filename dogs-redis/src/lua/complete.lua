@@ -87,7 +87,6 @@ local checked, jobs, seen, repeated = {}, {}, {}, {}
 for i = 0, count - 1 do
   local b = 3 + i * 12
   local job = load(ARGV[b])
-  jobs[i] = job
   if seen[ARGV[b]] then
     repeated[i] = true
   end
@@ -98,6 +97,10 @@ for i = 0, count - 1 do
     checked[i] = -1
   else
     checked[i] = 1
+    -- Kept for the writes, without its params (none of them needs those, and a batch of
+    -- large ones would all be held at once).
+    job.params = nil
+    jobs[i] = job
   end
 end
 -- Then the writes; a job named twice in the batch is read again, since the earlier entry may
