@@ -261,3 +261,60 @@ async fn stop_point(mut end: watch::Receiver<LeaseEnd>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn ok() -> std::result::Result<RunOutcome, String> {
+        Ok(RunOutcome::Success(Value::Null))
+    }
+
+    #[test]
+    fn an_outcome_counts_only_when_the_handler_returned_before_its_stop_point() {
+        let stop_at = Instant::now() + Duration::from_secs(10);
+        let before = stop_at - Duration::from_millis(1);
+        assert!(matches!(returned(ok(), before, stop_at), Ending::Ran(_)));
+        assert!(matches!(returned(ok(), stop_at, stop_at), Ending::Stale));
+        let late = stop_at + Duration::from_millis(1);
+        assert!(matches!(returned(ok(), late, stop_at), Ending::Stale));
+        // A panic is judged the same way.
+        let panic = || Err("boom".to_owned());
+        assert!(matches!(
+            returned(panic(), before, stop_at),
+            Ending::Panicked(_)
+        ));
+        assert!(matches!(returned(panic(), late, stop_at), Ending::Stale));
+    }
+
+    #[test]
+    fn a_stopped_handler_is_judged_by_when_it_returned() {
+        let stop_at = Instant::now() + Duration::from_secs(10);
+        let fired = stop_at;
+        // It returned before the stop fired and before its stop point (the wait saw the
+        // timer first): its outcome counts.
+        let early = Stopped::Returned(Ok((ok(), stop_at - Duration::from_millis(5))));
+        assert!(matches!(
+            settle(early, fired, stop_at, Ending::Stale),
+            (Ending::Ran(_), None)
+        ));
+        // It returned after being told to stop: it ends for the reason it was stopped.
+        let after = Stopped::Returned(Ok((ok(), fired + Duration::from_millis(5))));
+        assert!(matches!(
+            settle(after, fired, stop_at, Ending::Stale),
+            (Ending::Stale, None)
+        ));
+        // Cancelled at shutdown after it had returned past its stop point: stale, not a success.
+        let past = Stopped::Returned(Ok((ok(), stop_at + Duration::from_millis(1))));
+        assert!(matches!(
+            settle(
+                past,
+                stop_at + Duration::from_millis(2),
+                stop_at,
+                Ending::Cancelled
+            ),
+            (Ending::Stale, None)
+        ));
+    }
+}

@@ -161,7 +161,7 @@ impl MongoStoreBuilder {
                     Ok(Ok(options)) => options,
                     Ok(Err(_)) | Err(_) => return Err(does_not_parse()),
                 };
-                durable_by_default(&mut options);
+                durable_by_default(&mut options)?;
                 options.server_selection_timeout = Some(self.timeout);
                 options.connect_timeout = Some(self.timeout);
                 let address = options
@@ -198,19 +198,27 @@ impl MongoStoreBuilder {
     }
 }
 
-/// Gives `options` a write concern of `w: "majority", j: true` unless the URL set one: a job
-/// is accepted only once it is in the journal of most members, so neither a crash of the server
-/// that acknowledged it nor a failover loses it. (MongoDB's own default is `majority` on replica
-/// sets, without asking for the journal of a standalone server, and `w: 1` before version 5.)
-fn durable_by_default(options: &mut ClientOptions) {
-    if options.write_concern.is_none() {
-        options.write_concern = Some(
-            WriteConcern::builder()
-                .w(Acknowledgment::Majority)
-                .journal(true)
-                .build(),
-        );
+/// Gives `options` a write concern of `w: "majority", j: true` unless the URL set `w` or
+/// `journal` itself (a URL that sets only `wtimeoutMS` keeps its timeout and gets the default):
+/// a job is accepted only once it is in the journal of most members, so neither a crash of the
+/// server that acknowledged it nor a failover loses it. (MongoDB's own default is `majority` on
+/// replica sets, without asking for the journal of a standalone server, and `w: 1` before
+/// version 5.) `w=0` is refused: with unacknowledged writes no transaction can commit, so no
+/// outcome could ever be saved.
+fn durable_by_default(options: &mut ClientOptions) -> Result<()> {
+    let concern = options
+        .write_concern
+        .get_or_insert_with(WriteConcern::default);
+    if concern.w == Some(Acknowledgment::Nodes(0)) {
+        return Err(Error::config(
+            "the MongoDB URL asks for unacknowledged writes (w=0); dogs needs acknowledged writes to keep what it accepts",
+        ));
     }
+    if concern.w.is_none() && concern.journal.is_none() {
+        concern.w = Some(Acknowledgment::Majority);
+        concern.journal = Some(true);
+    }
+    Ok(())
 }
 
 /// Whether every `%` of `url` starts an escape of two hexadecimal digits.
@@ -232,7 +240,7 @@ mod tests {
         let mut options = ClientOptions::parse("mongodb://127.0.0.1:1/?replicaSet=rs0")
             .await
             .unwrap();
-        durable_by_default(&mut options);
+        durable_by_default(&mut options).unwrap();
         let concern = options.write_concern.unwrap();
         assert_eq!(concern.w, Some(Acknowledgment::Majority));
         assert_eq!(concern.journal, Some(true));
@@ -240,10 +248,35 @@ mod tests {
         let mut options = ClientOptions::parse("mongodb://127.0.0.1:1/?w=1&journal=false")
             .await
             .unwrap();
-        durable_by_default(&mut options);
+        durable_by_default(&mut options).unwrap();
         let concern = options.write_concern.unwrap();
         assert_eq!(concern.w, Some(Acknowledgment::Nodes(1)));
         assert_eq!(concern.journal, Some(false));
+
+        // A URL that sets only a timeout still gets the durable default, its timeout kept.
+        let mut options = ClientOptions::parse("mongodb://127.0.0.1:1/?wtimeoutMS=2500")
+            .await
+            .unwrap();
+        durable_by_default(&mut options).unwrap();
+        let concern = options.write_concern.unwrap();
+        assert_eq!(concern.w, Some(Acknowledgment::Majority));
+        assert_eq!(concern.journal, Some(true));
+        assert_eq!(
+            concern.w_timeout,
+            Some(std::time::Duration::from_millis(2500))
+        );
+    }
+
+    #[tokio::test]
+    async fn unacknowledged_writes_are_refused() {
+        let Err(error) = MongoStoreBuilder::default()
+            .url("mongodb://127.0.0.1:1/?w=0")
+            .connect()
+            .await
+        else {
+            panic!("w=0 was accepted");
+        };
+        assert_eq!(error.kind(), dogs_core::ErrorKind::Config, "{error}");
     }
 
     #[tokio::test]

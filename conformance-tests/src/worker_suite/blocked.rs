@@ -132,9 +132,10 @@ pub async fn blocked_handler_keeps_its_lease(ctx: TestContext) {
         "it returned after its lease ended: its outcome does not count ({runs:?})"
     );
     assert_eq!(rerun.status, ExecutionStatus::Success, "{runs:?}");
-    // Stored times keep milliseconds.
+    // Stored times keep milliseconds, and a store whose clock each handle estimates from the
+    // server's (MongoDB) may read it a few milliseconds apart from two handles.
     let lease_end =
-        before + chrono::Duration::from_std(lock).unwrap() - chrono::Duration::milliseconds(2);
+        before + chrono::Duration::from_std(lock).unwrap() - chrono::Duration::milliseconds(25);
     assert!(
         rerun.started_at >= lease_end,
         "ran again {} ms after it was scheduled, before its {lock:?} lease could end",
