@@ -88,6 +88,12 @@ pub fn cases() -> Vec<Case> {
             w::blocked_handler_keeps_its_lease,
         ),
         Case::new("late_panic_is_stale", w::late_panic_is_stale),
+        Case::new("prefetch_runs_once", w::prefetch_runs_once),
+        Case::new("prefetch_not_for_slow_jobs", w::prefetch_not_for_slow_jobs),
+        Case::new(
+            "prefetch_given_back_at_stop",
+            w::prefetch_given_back_at_stop,
+        ),
         Case::new("unstorable_result", w::unstorable_result),
         Case::new("bad_input_definitions", b::bad_input_definitions),
         Case::new("bad_input_scheduling", b::bad_input_scheduling),

@@ -1,10 +1,12 @@
 //! `dogs-bench`: measures dogs on every store and prints a table (and JSON).
 //!
 //! ```text
-//! dogs-bench <scenario> <backend> [--runs N] [--jobs N] [--json FILE]
+//! dogs-bench <scenario> <backend> [--runs N] [--jobs N] [--history on|off] [--json FILE]
 //!   scenario: enqueue | drain | latency | depth | recurrent
 //!   backend:  memory | postgres | redis | mongo
 //! ```
+//!
+//! `--history off` drains jobs that keep no execution record (`save_executions_for` zero).
 //!
 //! Servers come from `DOGS_POSTGRES_URL`, `DOGS_REDIS_URL` and `DOGS_MONGO_URL` (defaults: the
 //! local servers `scripts/test` uses). Each run uses a fresh namespace, removed afterwards. Every
@@ -38,6 +40,8 @@ pub struct Settings {
     backend: String,
     runs: usize,
     jobs: usize,
+    /// Whether drained jobs keep an execution record.
+    history: bool,
     json: Option<String>,
 }
 
@@ -50,6 +54,7 @@ fn parse_args() -> Result<Settings, String> {
         backend,
         runs: 3,
         jobs: 100_000,
+        history: true,
         json: None,
     };
     while let Some(flag) = args.next() {
@@ -58,6 +63,13 @@ fn parse_args() -> Result<Settings, String> {
             "--runs" => settings.runs = value.parse().map_err(|_| "--runs takes a number")?,
             "--jobs" => settings.jobs = value.parse().map_err(|_| "--jobs takes a number")?,
             "--json" => settings.json = Some(value),
+            "--history" => {
+                settings.history = match value.as_str() {
+                    "on" => true,
+                    "off" => false,
+                    _ => return Err("--history takes on or off".into()),
+                }
+            }
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -67,7 +79,7 @@ fn parse_args() -> Result<Settings, String> {
     Ok(settings)
 }
 
-const USAGE: &str = "usage: dogs-bench <enqueue|drain|latency|depth|recurrent> <memory|postgres|redis|mongo> [--runs N] [--jobs N] [--json FILE]";
+const USAGE: &str = "usage: dogs-bench <enqueue|drain|latency|depth|recurrent> <memory|postgres|redis|mongo> [--runs N] [--jobs N] [--history on|off] [--json FILE]";
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {

@@ -167,6 +167,11 @@ async fn drain_scenario(
                     Ok(())
                 }
             });
+            let job = if settings.history {
+                job
+            } else {
+                job.save_executions_for(Duration::ZERO)
+            };
             let options = WorkerOptions {
                 workers_count: slots,
                 cooldown_period: Duration::ZERO,
@@ -193,7 +198,8 @@ async fn drain_scenario(
         }
         let what = if deep { "drain, deep store" } else { "drain" };
         let set = format!(
-            "{n} due no-op jobs, {slots} slots, cooldown 0, history kept{}",
+            "{n} due no-op jobs, {slots} slots, cooldown 0, history {}{}",
+            if settings.history { "kept" } else { "off" },
             if deep {
                 ", with 1,000,000 future and 100,000 failed jobs stored"
             } else {

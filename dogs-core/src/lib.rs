@@ -13,6 +13,7 @@ mod hooks;
 mod job;
 mod limits;
 mod outcome;
+mod prefetch;
 mod retry;
 mod schedule;
 mod scheduling;

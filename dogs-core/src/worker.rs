@@ -27,6 +27,10 @@ use crate::store::JobStore;
 /// again once their leases end).
 pub const SHUTDOWN_SAVE_TIME: Duration = Duration::from_secs(5);
 
+/// How long [`Workers::stop`] gives the claim loop, even with a shorter shutdown grace, to give
+/// back the jobs it claimed ahead of free slots.
+const GIVE_BACK_TIME: Duration = Duration::from_secs(1);
+
 /// Called once when an event job has failed `max_tries` times and is failed for good.
 pub type OnMaxTries = Arc<dyn Fn(&ExecutionFailure) + Send + Sync>;
 
@@ -48,6 +52,15 @@ pub type OnMaxTries = Arc<dyn Fn(&ExecutionFailure) + Send + Sync>;
 pub struct WorkerOptions {
     /// Executions this worker set runs at once (default 4).
     pub workers_count: usize,
+    /// The most jobs claimed ahead of free slots (default 512; 0 claims only for free slots).
+    ///
+    /// While jobs start quickly, each claim also takes the jobs the set will start in the next
+    /// 50 ms at its recent pace, so a claim's cost is spread over many jobs; jobs that take
+    /// long hold nothing ahead. A job claimed ahead waits for a slot with its lease running: it
+    /// waits at most a tenth of its lease (at most 1 s) and is given back unrun past that, its
+    /// try with it, so its handler keeps nearly all of its lease. When the set stops, what
+    /// waits is given back at once.
+    pub prefetch: usize,
     /// The lease on a claimed job (default 30 s); a job still running when it ends is stale.
     /// A definition's own `lock_time` overrides it.
     pub lock_time: Duration,
@@ -76,6 +89,7 @@ impl Default for WorkerOptions {
     fn default() -> Self {
         WorkerOptions {
             workers_count: 4,
+            prefetch: 512,
             lock_time: Duration::from_secs(30),
             poll_interval: Duration::from_secs(3),
             cooldown_period: Duration::from_millis(100),
@@ -93,6 +107,7 @@ impl fmt::Debug for WorkerOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WorkerOptions")
             .field("workers_count", &self.workers_count)
+            .field("prefetch", &self.prefetch)
             .field("lock_time", &self.lock_time)
             .field("poll_interval", &self.poll_interval)
             .field("cooldown_period", &self.cooldown_period)
@@ -117,6 +132,13 @@ impl WorkerOptions {
             return Err(Error::config(format!(
                 "workers_count is {}; it must be from 1 to {}",
                 self.workers_count,
+                crate::MAX_WORKERS_COUNT
+            )));
+        }
+        if self.prefetch > crate::MAX_WORKERS_COUNT {
+            return Err(Error::config(format!(
+                "prefetch is {}; it must be at most {}",
+                self.prefetch,
                 crate::MAX_WORKERS_COUNT
             )));
         }
@@ -273,7 +295,8 @@ impl Workers {
         &self.shared.worker_id
     }
 
-    /// How many executions are running now (handlers, and outcomes being saved).
+    /// How many executions are running now (handlers, and outcomes being saved), with the calls
+    /// under way that give back jobs claimed but not run.
     pub fn running(&self) -> usize {
         self.shared.executions.len()
     }
@@ -288,11 +311,17 @@ impl Workers {
     pub async fn stop(mut self) {
         let shared = Arc::clone(&self.shared);
         shared.stop_claiming.cancel();
-        let grace_ends = later(Instant::now(), shared.options.grace());
+        let stopped_at = Instant::now();
+        let grace_ends = later(stopped_at, shared.options.grace());
+        let save_ends = later(grace_ends, SHUTDOWN_SAVE_TIME);
         if let Some(mut dispatcher) = self.dispatcher.take() {
-            // The dispatcher ends at its next await; a claim under way is bounded by the
-            // store's request timeout, and the grace bounds it too.
-            if tokio::time::timeout_at(grace_ends, &mut dispatcher)
+            // The dispatcher ends at its next await, once it has given back the jobs it claimed
+            // ahead of free slots; a claim under way is bounded by the store's request timeout.
+            // It has the grace, and at least `GIVE_BACK_TIME` even with a short grace.
+            let dispatcher_ends = grace_ends
+                .max(later(stopped_at, GIVE_BACK_TIME))
+                .min(save_ends);
+            if tokio::time::timeout_at(dispatcher_ends, &mut dispatcher)
                 .await
                 .is_err()
             {
@@ -311,7 +340,7 @@ impl Workers {
             "shutdown grace ended; cancelling running executions"
         );
         shared.cancel_running.cancel();
-        if tokio::time::timeout(SHUTDOWN_SAVE_TIME, shared.executions.wait())
+        if tokio::time::timeout_at(save_ends, shared.executions.wait())
             .await
             .is_err()
         {

@@ -11,12 +11,14 @@ use crate::support::*;
 mod blocked;
 mod failures;
 mod leases;
+mod prefetch;
 mod recurrent;
 mod running;
 
 pub use blocked::*;
 pub use failures::*;
 pub use leases::*;
+pub use prefetch::*;
 pub use recurrent::*;
 pub use running::*;
 

@@ -1,0 +1,188 @@
+//! Claiming ahead of free slots: the local queue of jobs claimed before a slot was free for them,
+//! and the pace that sizes it.
+//!
+//! A job waits here with its lease already running (its end is counted from when the claim was
+//! asked for), so the wait is bounded: a job that waited longer than [`max_wait`] is given back
+//! to the store unrun (its try with it) instead of being started with less than its lease. The
+//! queue holds no more than the worker set starts in [`HORIZON`] at the pace it has been starting
+//! jobs lately, and never more than [`WorkerOptions::prefetch`](crate::WorkerOptions::prefetch):
+//! jobs that take long to run are not claimed ahead at all, so a job never waits here while an
+//! idle worker elsewhere could run it.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::claim::ClaimedJob;
+use crate::dispatch::ClaimTiming;
+
+/// How far ahead the queue looks: it holds what the worker set starts in this time.
+pub(crate) const HORIZON: Duration = Duration::from_millis(50);
+
+/// Over how long the pace of starts is measured.
+const WINDOW: Duration = Duration::from_millis(100);
+
+/// The longest a job of lease `lock_time` waits in the queue: a tenth of its lease, at most
+/// 1 s. Past that it is given back rather than started.
+pub(crate) fn max_wait(lock_time: Duration) -> Duration {
+    (lock_time / 10).min(Duration::from_secs(1))
+}
+
+/// A claimed job waiting for a slot.
+pub(crate) struct Waiting {
+    pub(crate) job: ClaimedJob,
+    pub(crate) timing: ClaimTiming,
+    /// Past this instant it is given back instead of started.
+    pub(crate) start_by: Instant,
+}
+
+/// Jobs claimed ahead of free slots, in claim order.
+#[derive(Default)]
+pub(crate) struct Queue {
+    jobs: VecDeque<Waiting>,
+}
+
+impl Queue {
+    pub(crate) fn len(&self) -> usize {
+        self.jobs.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.jobs.is_empty()
+    }
+
+    pub(crate) fn push(&mut self, waiting: Waiting) {
+        self.jobs.push_back(waiting);
+    }
+
+    /// The next job that may still start at `now`; the ones that waited too long go to
+    /// `expired`.
+    pub(crate) fn next(&mut self, now: Instant, expired: &mut Vec<ClaimedJob>) -> Option<Waiting> {
+        while let Some(waiting) = self.jobs.pop_front() {
+            if now < waiting.start_by {
+                return Some(waiting);
+            }
+            expired.push(waiting.job);
+        }
+        None
+    }
+
+    /// Moves the jobs at the front whose time to start has passed at `now` to `expired`.
+    pub(crate) fn expire(&mut self, now: Instant, expired: &mut Vec<ClaimedJob>) {
+        while self
+            .jobs
+            .front()
+            .is_some_and(|waiting| now >= waiting.start_by)
+        {
+            if let Some(waiting) = self.jobs.pop_front() {
+                expired.push(waiting.job);
+            }
+        }
+    }
+
+    /// When the job at the front must have started.
+    pub(crate) fn first_start_by(&self) -> Option<Instant> {
+        self.jobs.front().map(|waiting| waiting.start_by)
+    }
+
+    /// Every job left, to be given back.
+    pub(crate) fn drain(&mut self) -> Vec<ClaimedJob> {
+        self.jobs.drain(..).map(|waiting| waiting.job).collect()
+    }
+}
+
+/// The pace at which the worker set starts jobs, measured over the last window.
+pub(crate) struct Pace {
+    window_start: Instant,
+    started: u32,
+    /// Starts per second over the last whole window, and when that window ended.
+    last: Option<(f64, Instant)>,
+}
+
+impl Pace {
+    pub(crate) fn new(now: Instant) -> Self {
+        Pace {
+            window_start: now,
+            started: 0,
+            last: None,
+        }
+    }
+
+    /// Notes that a job started at `now`.
+    pub(crate) fn started(&mut self, now: Instant) {
+        self.roll(now);
+        self.started = self.started.saturating_add(1);
+    }
+
+    fn roll(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.window_start);
+        if elapsed >= WINDOW {
+            self.last = Some((f64::from(self.started) / elapsed.as_secs_f64(), now));
+            self.window_start = now;
+            self.started = 0;
+        }
+    }
+
+    /// How many jobs to hold ahead at `now`: what the last window's pace starts in [`HORIZON`],
+    /// at most `cap`; none when the pace is unknown or older than two windows (the set was idle).
+    pub(crate) fn ahead(&mut self, now: Instant, cap: usize) -> usize {
+        self.roll(now);
+        match self.last {
+            Some((rate, at)) if now.saturating_duration_since(at) <= 2 * WINDOW => {
+                // Rounded down: a pace of fewer than one start per horizon holds nothing ahead.
+                let ahead = (rate * HORIZON.as_secs_f64()).floor();
+                if ahead >= cap as f64 {
+                    cap
+                } else {
+                    // In range: not negative (a rate is never), below `cap`.
+                    ahead as usize
+                }
+            }
+            _ => 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_queue_holds_what_the_set_starts_in_the_horizon() {
+        let t0 = Instant::now();
+        let mut pace = Pace::new(t0);
+        assert_eq!(pace.ahead(t0, 500), 0, "unknown pace: nothing ahead");
+        // 1,000 starts in 100 ms: 10,000 a second, 500 in 50 ms.
+        for i in 0..1000u64 {
+            pace.started(t0 + Duration::from_micros(i * 100));
+        }
+        let t1 = t0 + Duration::from_millis(100);
+        assert_eq!(pace.ahead(t1, 10_000), 500);
+        assert_eq!(pace.ahead(t1, 64), 64, "capped");
+        // Slow jobs: 32 starts a second hold one ahead; 16 a second (four slots of 250 ms
+        // jobs), none.
+        let mut slow = Pace::new(t0);
+        for i in 0..4u64 {
+            slow.started(t0 + Duration::from_millis(i * 30));
+        }
+        assert_eq!(slow.ahead(t0 + Duration::from_millis(125), 500), 1);
+        let mut slower = Pace::new(t0);
+        for i in 0..4u64 {
+            slower.started(t0 + Duration::from_millis(i * 60));
+        }
+        assert_eq!(slower.ahead(t0 + Duration::from_millis(250), 500), 0);
+        // Idle for long: nothing ahead.
+        assert_eq!(pace.ahead(t1 + Duration::from_secs(1), 500), 0);
+    }
+
+    #[test]
+    fn a_job_waits_a_tenth_of_its_lease_at_most_one_second() {
+        assert_eq!(max_wait(Duration::from_secs(30)), Duration::from_secs(1));
+        assert_eq!(max_wait(Duration::from_secs(2)), Duration::from_millis(200));
+        assert_eq!(
+            max_wait(Duration::from_millis(1)),
+            Duration::from_micros(100)
+        );
+    }
+}
