@@ -1,5 +1,6 @@
 //! One execution: runs a claimed job's handler while its lease lasts, stops it before the lease
-//! can end, saves the outcome, and keeps the worker slot until the handler has really stopped.
+//! can end, keeps the worker slot until the handler has really stopped (and its cooldown is
+//! over), and saves the outcome.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -35,7 +36,7 @@ pub(crate) async fn execute(
     );
     async {
         match shared.definitions.get(&claimed.job.name) {
-            Some(definition) => run_claimed(&shared, definition, claimed, timing).await,
+            Some(definition) => run_claimed(&shared, definition, claimed, timing, permit).await,
             None => {
                 // Only names of this worker set are claimed; release anything else untouched.
                 warn!("claimed a job this worker set does not define; releasing it");
@@ -43,18 +44,41 @@ pub(crate) async fn execute(
                     .store
                     .complete(&claimed.lease, Completion::Release)
                     .await;
+                free_slot(&shared, permit).await;
             }
         }
-        if !shared.options.cooldown_period.is_zero() {
-            tokio::select! {
-                _ = tokio::time::sleep(shared.options.cooldown_period) => {}
-                _ = shared.stop_claiming.cancelled() => {}
-            }
-        }
-        drop(permit);
     }
     .instrument(span)
     .await
+}
+
+/// Saves an execution's outcome while its slot, the handler having stopped, is freed after
+/// the cooldown: the next job starts while this one's outcome waits for its batch. At most
+/// `Shared::saving` outcomes wait at once; past that, the slot stays taken until one is saved.
+async fn finish_and_free(
+    shared: &Shared,
+    outcome: Outcome<'_>,
+    ending: Ending,
+    lease_ends: Instant,
+    permit: OwnedSemaphorePermit,
+) {
+    let saving = Arc::clone(&shared.saving).acquire_owned().await.ok();
+    tokio::join!(
+        outcome.finish(ending, lease_ends),
+        free_slot(shared, permit)
+    );
+    drop(saving);
+}
+
+/// Frees a slot once its cooldown is over (at once when the set stops).
+async fn free_slot(shared: &Shared, permit: OwnedSemaphorePermit) {
+    if !shared.options.cooldown_period.is_zero() {
+        tokio::select! {
+            _ = tokio::time::sleep(shared.options.cooldown_period) => {}
+            _ = shared.stop_claiming.cancelled() => {}
+        }
+    }
+    drop(permit);
 }
 
 /// What ended the wait on a running handler first.
@@ -71,6 +95,7 @@ async fn run_claimed(
     definition: &JobDefinition,
     claimed: ClaimedJob,
     timing: ClaimTiming,
+    permit: OwnedSemaphorePermit,
 ) {
     let lock_time = definition.lock_time.unwrap_or(shared.options.lock_time);
     // The lease started no earlier than the claim was asked for: an end counted from then is
@@ -85,13 +110,13 @@ async fn run_claimed(
         // The claim's answer came so late that the lease is all but over: the job is given
         // back, its try with it, rather than started only to be stopped at once.
         warn!("the claim was answered too late to run the job within its lease; releasing it");
-        outcome.finish(Ending::TooLate, lease.at).await;
+        finish_and_free(shared, outcome, Ending::TooLate, lease.at, permit).await;
         return;
     }
     if claimed.was_stale && claimed.job.tries > definition.max_tries() {
         // Its last claims all ended without a finished execution (its workers died, or it went
         // stale): it is not run again at once.
-        outcome.finish(Ending::Exhausted, lease.at).await;
+        finish_and_free(shared, outcome, Ending::Exhausted, lease.at, permit).await;
         return;
     }
 
@@ -171,7 +196,7 @@ async fn run_claimed(
         let _ = handler.await;
     }
     let lease_ends = end_rx.borrow().at;
-    outcome.finish(ending, lease_ends).await;
+    finish_and_free(shared, outcome, ending, lease_ends, permit).await;
 }
 
 /// What a handler's task gives back: its outcome, or its panic's text, and when it returned.

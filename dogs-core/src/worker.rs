@@ -27,6 +27,10 @@ use crate::store::JobStore;
 /// again once their leases end).
 pub const SHUTDOWN_SAVE_TIME: Duration = Duration::from_secs(5);
 
+/// How many outcomes may wait to be saved at once, slots freed meanwhile (at least
+/// `workers_count`).
+const SAVING_AT_ONCE: usize = 512;
+
 /// How long [`Workers::stop`] gives the claim loop, even with a shorter shutdown grace, to give
 /// back the jobs it claimed ahead of free slots.
 const GIVE_BACK_TIME: Duration = Duration::from_secs(1);
@@ -221,6 +225,7 @@ where
         store,
         definitions,
         slots: Arc::new(Semaphore::new(options.workers_count)),
+        saving: Arc::new(Semaphore::new(options.workers_count.max(SAVING_AT_ONCE))),
         stop_claiming: CancellationToken::new(),
         cancel_running: CancellationToken::new(),
         give_up_saving: CancellationToken::new(),
@@ -370,6 +375,8 @@ pub(crate) struct Shared {
     pub(crate) definitions: HashMap<String, Arc<JobDefinition>>,
     pub(crate) claim: ClaimRequest,
     pub(crate) slots: Arc<Semaphore>,
+    /// Outcomes being saved: a slot is freed before its outcome is saved while one is free.
+    pub(crate) saving: Arc<Semaphore>,
     /// Fires when the set stops: claim nothing more.
     pub(crate) stop_claiming: CancellationToken,
     /// Fires when the shutdown grace ends: cancel what still runs.

@@ -2,12 +2,13 @@
 //! locally goes back to the store when the set stops.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dogs_core::prelude::*;
-use dogs_core::{ClaimRequest, JobStore, NewJob, WorkerOptions};
+use dogs_core::{ClaimRequest, JobQuery, JobState, JobStore, NewJob, WorkerOptions};
+use tokio::time::Instant;
 
 use super::*;
 use crate::harness::TestContext;
@@ -141,18 +142,21 @@ pub async fn prefetch_given_back_at_stop(ctx: TestContext) {
     );
 }
 
-/// Jobs that take long are not claimed ahead: a set of two slots running 300 ms jobs never holds
-/// more than two leases, so the rest stay free for any other worker.
+/// Jobs that take long are not claimed ahead: while a set of two slots runs 300 ms jobs, no job
+/// stays leased without its handler having started (beyond the moment between a claim's answer
+/// and the start), so the rest stay free for any other worker.
 pub async fn prefetch_not_for_slow_jobs(ctx: TestContext) {
     const JOBS: u32 = 8;
     let store = ctx.store();
-    let ran = Arc::new(AtomicUsize::new(0));
-    let counter = ran.clone();
-    let job = EventJob::new("slow", move |_: u32, _ctx: JobContext| {
-        let counter = counter.clone();
+    let started: Arc<Mutex<std::collections::HashSet<u32>>> = Arc::default();
+    let recorder = started.clone();
+    let job = EventJob::new("slow", move |n: u32, _ctx: JobContext| {
+        let recorder = recorder.clone();
         async move {
+            if let Ok(mut started) = recorder.lock() {
+                started.insert(n);
+            }
             tokio::time::sleep(Duration::from_millis(300)).await;
-            counter.fetch_add(1, Ordering::SeqCst);
             Ok(())
         }
     });
@@ -162,23 +166,40 @@ pub async fn prefetch_not_for_slow_jobs(ctx: TestContext) {
         ..fast_options()
     };
     let workers = start(store.clone(), vec![job.definition()], options).await;
-    let most = Arc::new(AtomicU64::new(0));
-    wait_until("every slow job to run", BACKLOG_DEADLINE, || {
-        let (store, ran, most) = (store.clone(), ran.clone(), most.clone());
+    // When each job was first seen leased with its handler not started.
+    let waiting: Arc<Mutex<HashMap<u32, Instant>>> = Arc::default();
+    let longest = Arc::new(Mutex::new(Duration::ZERO));
+    wait_until("every slow job to start", BACKLOG_DEADLINE, || {
+        let (store, started, waiting, longest) = (
+            store.clone(),
+            started.clone(),
+            waiting.clone(),
+            longest.clone(),
+        );
         async move {
-            let counts = store.count_jobs().await.unwrap();
-            most.fetch_max(
-                counts.iter().map(|c| c.running).sum::<u64>(),
-                Ordering::SeqCst,
-            );
-            ran.load(Ordering::SeqCst) == JOBS as usize
+            let leased = store
+                .list_jobs(&JobQuery::name("slow").state(JobState::Running))
+                .await
+                .unwrap();
+            let started = started.lock().map(|s| s.clone()).unwrap_or_default();
+            let now = Instant::now();
+            if let (Ok(mut waiting), Ok(mut longest)) = (waiting.lock(), longest.lock()) {
+                for job in leased {
+                    let n: u32 = serde_json::from_value(job.params.clone()).unwrap();
+                    if !started.contains(&n) {
+                        let since = *waiting.entry(n).or_insert(now);
+                        *longest = (*longest).max(now - since);
+                    }
+                }
+            }
+            started.len() == JOBS as usize
         }
     })
     .await;
     workers.stop().await;
-    let most = most.load(Ordering::SeqCst);
+    let longest = *longest.lock().unwrap();
     assert!(
-        most <= 2,
-        "{most} jobs were leased at once by a set of 2 slots running 300 ms jobs"
+        longest < Duration::from_millis(150),
+        "a job stayed leased for {longest:?} without starting, with 300 ms jobs on 2 slots"
     );
 }
