@@ -1,12 +1,13 @@
 //! `dogs-bench`: measures dogs on every store and prints a table (and JSON).
 //!
 //! ```text
-//! dogs-bench <scenario> <backend> [--runs N] [--jobs N] [--history on|off] [--json FILE]
+//! dogs-bench <scenario> <backend> [--runs N] [--jobs N] [--history on|off] [--prefetch N] [--json FILE]
 //!   scenario: enqueue | drain | latency | depth | recurrent
 //!   backend:  memory | postgres | redis | mongo
 //! ```
 //!
-//! `--history off` drains jobs that keep no execution record (`save_executions_for` zero).
+//! `--history off` drains jobs that keep no execution record (`save_executions_for` zero);
+//! `--prefetch N` sets `WorkerOptions::prefetch` of the drains.
 //!
 //! Servers come from `DOGS_POSTGRES_URL`, `DOGS_REDIS_URL` and `DOGS_MONGO_URL` (defaults: the
 //! local servers `scripts/test` uses). Each run uses a fresh namespace, removed afterwards. Every
@@ -42,6 +43,8 @@ pub struct Settings {
     jobs: usize,
     /// Whether drained jobs keep an execution record.
     history: bool,
+    /// `WorkerOptions::prefetch` of the drains (default: the library's).
+    prefetch: Option<usize>,
     json: Option<String>,
 }
 
@@ -55,6 +58,7 @@ fn parse_args() -> Result<Settings, String> {
         runs: 3,
         jobs: 100_000,
         history: true,
+        prefetch: None,
         json: None,
     };
     while let Some(flag) = args.next() {
@@ -63,6 +67,9 @@ fn parse_args() -> Result<Settings, String> {
             "--runs" => settings.runs = value.parse().map_err(|_| "--runs takes a number")?,
             "--jobs" => settings.jobs = value.parse().map_err(|_| "--jobs takes a number")?,
             "--json" => settings.json = Some(value),
+            "--prefetch" => {
+                settings.prefetch = Some(value.parse().map_err(|_| "--prefetch takes a number")?)
+            }
             "--history" => {
                 settings.history = match value.as_str() {
                     "on" => true,
@@ -79,7 +86,7 @@ fn parse_args() -> Result<Settings, String> {
     Ok(settings)
 }
 
-const USAGE: &str = "usage: dogs-bench <enqueue|drain|latency|depth|recurrent> <memory|postgres|redis|mongo> [--runs N] [--jobs N] [--history on|off] [--json FILE]";
+const USAGE: &str = "usage: dogs-bench <enqueue|drain|latency|depth|recurrent> <memory|postgres|redis|mongo> [--runs N] [--jobs N] [--history on|off] [--prefetch N] [--json FILE]";
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {

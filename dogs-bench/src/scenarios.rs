@@ -172,11 +172,13 @@ async fn drain_scenario(
             } else {
                 job.save_executions_for(Duration::ZERO)
             };
+            let defaults = WorkerOptions::default();
             let options = WorkerOptions {
                 workers_count: slots,
                 cooldown_period: Duration::ZERO,
                 poll_interval: Duration::from_millis(200),
-                ..Default::default()
+                prefetch: settings.prefetch.unwrap_or(defaults.prefetch),
+                ..defaults
             };
             let (cpu0, server0) = (process_cpu(), server_cpu(backend.server_process()));
             let started = Instant::now();

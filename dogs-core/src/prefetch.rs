@@ -23,6 +23,13 @@ pub(crate) const HORIZON: Duration = Duration::from_millis(50);
 /// Over how long the pace of starts is measured.
 const WINDOW: Duration = Duration::from_millis(100);
 
+/// A window with this many starts ends early (after [`SHORT_WINDOW`] at least), so the queue
+/// grows quickly when jobs start quickly; a slow pace is still measured over a whole window.
+const BUSY_WINDOW: u32 = 256;
+
+/// The shortest window.
+const SHORT_WINDOW: Duration = Duration::from_millis(10);
+
 /// The longest a job of lease `lock_time` waits in the queue: a tenth of its lease, at most
 /// 1 s. Past that it is given back rather than started.
 pub(crate) fn max_wait(lock_time: Duration) -> Duration {
@@ -96,8 +103,8 @@ impl Queue {
 pub(crate) struct Pace {
     window_start: Instant,
     started: u32,
-    /// Starts per second over the last whole window, and when that window ended.
-    last: Option<(f64, Instant)>,
+    /// The starts of the last whole window, its length, and when it ended.
+    last: Option<(u32, Duration, Instant)>,
 }
 
 impl Pace {
@@ -117,8 +124,8 @@ impl Pace {
 
     fn roll(&mut self, now: Instant) {
         let elapsed = now.saturating_duration_since(self.window_start);
-        if elapsed >= WINDOW {
-            self.last = Some((f64::from(self.started) / elapsed.as_secs_f64(), now));
+        if elapsed >= WINDOW || (self.started >= BUSY_WINDOW && elapsed >= SHORT_WINDOW) {
+            self.last = Some((self.started, elapsed, now));
             self.window_start = now;
             self.started = 0;
         }
@@ -129,15 +136,11 @@ impl Pace {
     pub(crate) fn ahead(&mut self, now: Instant, cap: usize) -> usize {
         self.roll(now);
         match self.last {
-            Some((rate, at)) if now.saturating_duration_since(at) <= 2 * WINDOW => {
+            Some((started, length, at)) if now.saturating_duration_since(at) <= 2 * WINDOW => {
                 // Rounded down: a pace of fewer than one start per horizon holds nothing ahead.
-                let ahead = (rate * HORIZON.as_secs_f64()).floor();
-                if ahead >= cap as f64 {
-                    cap
-                } else {
-                    // In range: not negative (a rate is never), below `cap`.
-                    ahead as usize
-                }
+                // `length` is at least `SHORT_WINDOW`, so never zero.
+                let ahead = u128::from(started) * HORIZON.as_nanos() / length.as_nanos().max(1);
+                usize::try_from(ahead).unwrap_or(usize::MAX).min(cap)
             }
             _ => 0,
         }
@@ -172,8 +175,20 @@ mod tests {
             slower.started(t0 + Duration::from_millis(i * 60));
         }
         assert_eq!(slower.ahead(t0 + Duration::from_millis(250), 500), 0);
-        // Idle for long: nothing ahead.
-        assert_eq!(pace.ahead(t1 + Duration::from_secs(1), 500), 0);
+        // Idle: nothing ahead once a whole window has passed without a start.
+        let _ = pace.ahead(t1 + Duration::from_secs(1), 500);
+        assert_eq!(pace.ahead(t1 + Duration::from_millis(1200), 500), 0);
+    }
+
+    #[test]
+    fn a_busy_pace_is_known_before_a_whole_window() {
+        let t0 = Instant::now();
+        let mut pace = Pace::new(t0);
+        // 300 starts in 15 ms (20,000 a second): known after 10 ms, not 100.
+        for i in 0..300u64 {
+            pace.started(t0 + Duration::from_micros(i * 50));
+        }
+        assert_eq!(pace.ahead(t0 + Duration::from_millis(15), 10_000), 1000);
     }
 
     #[test]

@@ -56,7 +56,7 @@ pub type OnMaxTries = Arc<dyn Fn(&ExecutionFailure) + Send + Sync>;
 pub struct WorkerOptions {
     /// Executions this worker set runs at once (default 4).
     pub workers_count: usize,
-    /// The most jobs claimed ahead of free slots (default 512; 0 claims only for free slots).
+    /// The most jobs claimed ahead of free slots (default 1,024; 0 claims only for free slots).
     ///
     /// While jobs start quickly, each claim also takes the jobs the set will start in the next
     /// 50 ms at its recent pace, so a claim's cost is spread over many jobs; jobs that take
@@ -93,7 +93,7 @@ impl Default for WorkerOptions {
     fn default() -> Self {
         WorkerOptions {
             workers_count: 4,
-            prefetch: 512,
+            prefetch: 1024,
             lock_time: Duration::from_secs(30),
             poll_interval: Duration::from_secs(3),
             cooldown_period: Duration::from_millis(100),
