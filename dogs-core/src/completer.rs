@@ -122,8 +122,17 @@ async fn run(store: Arc<dyn JobStore>, mut rx: mpsc::UnboundedReceiver<Request>)
     }
 }
 
-/// Saves one batch and answers each outcome's caller.
+/// Saves one batch and answers each outcome's caller. An outcome whose caller stopped waiting
+/// (its lease ended, or the workers gave up saving at shutdown) is not sent: the job runs again
+/// once its lease ends whatever is written now, and the channel keeps nothing for it.
 async fn save(store: &dyn JobStore, requests: Vec<Request>) {
+    let requests: Vec<Request> = requests
+        .into_iter()
+        .filter(|request| !request.reply.is_closed())
+        .collect();
+    if requests.is_empty() {
+        return;
+    }
     let (items, replies): (Vec<Finish>, Vec<oneshot::Sender<Result<()>>>) = requests
         .into_iter()
         .map(|request| (request.finish, request.reply))

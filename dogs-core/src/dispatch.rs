@@ -52,13 +52,14 @@ pub(crate) async fn dispatch(shared: Arc<Shared>) {
             shut_down(&shared, queue, claim).await;
             return;
         }
-        start_waiting(&shared, &mut queue, &mut reserved, &mut pace);
+        start_waiting(&shared, &mut queue, &mut reserved);
 
         let now = Instant::now();
         if look_at.is_some_and(|at| at <= now) {
             look_at = None;
         }
-        let ahead = pace.ahead(now, shared.options.prefetch);
+        let ended = shared.ended.load(std::sync::atomic::Ordering::Relaxed);
+        let ahead = pace.ahead(now, shared.options.prefetch, ended);
         let wanted = (reserved.len() + ahead.saturating_sub(queue.len())).min(MAX_CLAIM);
         // Claim when slots wait for jobs, or when the queue has run down to half of what it
         // should hold.
@@ -136,7 +137,6 @@ fn start_waiting(
     shared: &Arc<Shared>,
     queue: &mut Queue,
     reserved: &mut Vec<OwnedSemaphorePermit>,
-    pace: &mut Pace,
 ) {
     let mut expired = Vec::new();
     while !queue.is_empty() {
@@ -153,7 +153,6 @@ fn start_waiting(
         let Some(permit) = reserved.pop() else {
             break;
         };
-        pace.started(now);
         shared.executions.spawn(crate::execute::execute(
             Arc::clone(shared),
             waiting.job,

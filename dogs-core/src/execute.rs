@@ -21,7 +21,8 @@ use crate::dispatch::ClaimTiming;
 use crate::outcome::{Ending, Outcome, StoreClock};
 use crate::worker::Shared;
 
-/// Runs one claimed job to its end, saves the outcome, then keeps its slot for the cooldown.
+/// Runs one claimed job to its end, then saves its outcome while its slot pauses for the
+/// cooldown and is freed.
 pub(crate) async fn execute(
     shared: Arc<Shared>,
     claimed: ClaimedJob,
@@ -64,10 +65,12 @@ async fn finish_and_free(
 ) {
     let saving = Arc::clone(&shared.saving).acquire_owned().await.ok();
     tokio::join!(
-        outcome.finish(ending, lease_ends),
+        async move {
+            outcome.finish(ending, lease_ends).await;
+            drop(saving);
+        },
         free_slot(shared, permit)
     );
-    drop(saving);
 }
 
 /// Frees a slot once its cooldown is over (at once when the set stops).
@@ -79,6 +82,9 @@ async fn free_slot(shared: &Shared, permit: OwnedSemaphorePermit) {
         }
     }
     drop(permit);
+    shared
+        .ended
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// What ended the wait on a running handler first.

@@ -23,9 +23,9 @@ pub(crate) const HORIZON: Duration = Duration::from_millis(50);
 /// Over how long the pace of starts is measured.
 const WINDOW: Duration = Duration::from_millis(100);
 
-/// A window with this many starts ends early (after [`SHORT_WINDOW`] at least), so the queue
+/// A window with this many ends ends early (after [`SHORT_WINDOW`] at least), so the queue
 /// grows quickly when jobs start quickly; a slow pace is still measured over a whole window.
-const BUSY_WINDOW: u32 = 256;
+const BUSY_WINDOW: u64 = 256;
 
 /// The shortest window.
 const SHORT_WINDOW: Duration = Duration::from_millis(10);
@@ -99,47 +99,49 @@ impl Queue {
     }
 }
 
-/// The pace at which the worker set starts jobs, measured over the last window.
+/// The pace at which the worker set's executions end (their slots freed), measured over the
+/// last window. Ends, not starts: a set that starts many slow jobs at once has started much and
+/// ended nothing, and holds nothing ahead.
 pub(crate) struct Pace {
     window_start: Instant,
-    started: u32,
-    /// The starts of the last whole window, its length, and when it ended.
-    last: Option<(u32, Duration, Instant)>,
+    /// The count of ended executions when the window started.
+    ended_at_start: u64,
+    /// The ends of the last whole window, its length, and when it ended.
+    last: Option<(u64, Duration, Instant)>,
 }
 
 impl Pace {
     pub(crate) fn new(now: Instant) -> Self {
         Pace {
             window_start: now,
-            started: 0,
+            ended_at_start: 0,
             last: None,
         }
     }
 
-    /// Notes that a job started at `now`.
-    pub(crate) fn started(&mut self, now: Instant) {
-        self.roll(now);
-        self.started = self.started.saturating_add(1);
-    }
-
-    fn roll(&mut self, now: Instant) {
+    fn roll(&mut self, now: Instant, ended: u64) {
         let elapsed = now.saturating_duration_since(self.window_start);
-        if elapsed >= WINDOW || (self.started >= BUSY_WINDOW && elapsed >= SHORT_WINDOW) {
-            self.last = Some((self.started, elapsed, now));
+        let in_window = ended.saturating_sub(self.ended_at_start);
+        if elapsed >= WINDOW || (in_window >= BUSY_WINDOW && elapsed >= SHORT_WINDOW) {
+            self.last = Some((in_window, elapsed, now));
             self.window_start = now;
-            self.started = 0;
+            self.ended_at_start = ended;
         }
     }
 
-    /// How many jobs to hold ahead at `now`: what the last window's pace starts in [`HORIZON`],
-    /// at most `cap`; none when the pace is unknown or older than two windows (the set was idle).
-    pub(crate) fn ahead(&mut self, now: Instant, cap: usize) -> usize {
-        self.roll(now);
+    /// How many jobs to hold ahead at `now`, `ended` executions having ended so far: what ends
+    /// in [`HORIZON`] at the last window's pace, at most `cap`; none when the pace is unknown or
+    /// older than two windows (the set was idle).
+    pub(crate) fn ahead(&mut self, now: Instant, cap: usize, ended: u64) -> usize {
+        self.roll(now, ended);
         match self.last {
-            Some((started, length, at)) if now.saturating_duration_since(at) <= 2 * WINDOW => {
+            Some((ended_in_window, length, at))
+                if now.saturating_duration_since(at) <= 2 * WINDOW =>
+            {
                 // Rounded down: a pace of fewer than one start per horizon holds nothing ahead.
                 // `length` is at least `SHORT_WINDOW`, so never zero.
-                let ahead = u128::from(started) * HORIZON.as_nanos() / length.as_nanos().max(1);
+                let ahead =
+                    u128::from(ended_in_window) * HORIZON.as_nanos() / length.as_nanos().max(1);
                 usize::try_from(ahead).unwrap_or(usize::MAX).min(cap)
             }
             _ => 0,
@@ -152,43 +154,44 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_queue_holds_what_the_set_starts_in_the_horizon() {
+    fn the_queue_holds_what_the_set_ends_in_the_horizon() {
         let t0 = Instant::now();
         let mut pace = Pace::new(t0);
-        assert_eq!(pace.ahead(t0, 500), 0, "unknown pace: nothing ahead");
-        // 1,000 starts in 100 ms: 10,000 a second, 500 in 50 ms.
-        for i in 0..1000u64 {
-            pace.started(t0 + Duration::from_micros(i * 100));
-        }
+        assert_eq!(pace.ahead(t0, 500, 0), 0, "unknown pace: nothing ahead");
+        // 1,000 ends in 100 ms: 10,000 a second, 500 in 50 ms.
         let t1 = t0 + Duration::from_millis(100);
-        assert_eq!(pace.ahead(t1, 10_000), 500);
-        assert_eq!(pace.ahead(t1, 64), 64, "capped");
-        // Slow jobs: 32 starts a second hold one ahead; 16 a second (four slots of 250 ms
-        // jobs), none.
+        assert_eq!(pace.ahead(t1, 10_000, 1000), 500);
+        assert_eq!(pace.ahead(t1, 64, 1000), 64, "capped");
+        // Slow jobs: 32 ends a second hold one ahead; 16 a second (four slots of 250 ms jobs),
+        // none.
         let mut slow = Pace::new(t0);
-        for i in 0..4u64 {
-            slow.started(t0 + Duration::from_millis(i * 30));
-        }
-        assert_eq!(slow.ahead(t0 + Duration::from_millis(125), 500), 1);
+        assert_eq!(slow.ahead(t0 + Duration::from_millis(125), 500, 4), 1);
         let mut slower = Pace::new(t0);
-        for i in 0..4u64 {
-            slower.started(t0 + Duration::from_millis(i * 60));
-        }
-        assert_eq!(slower.ahead(t0 + Duration::from_millis(250), 500), 0);
-        // Idle: nothing ahead once a whole window has passed without a start.
-        let _ = pace.ahead(t1 + Duration::from_secs(1), 500);
-        assert_eq!(pace.ahead(t1 + Duration::from_millis(1200), 500), 0);
+        assert_eq!(slower.ahead(t0 + Duration::from_millis(250), 500, 4), 0);
+        // Idle: nothing ahead once a whole window has passed without an end.
+        assert_eq!(pace.ahead(t1 + Duration::from_secs(1), 500, 1000), 0);
     }
 
     #[test]
     fn a_busy_pace_is_known_before_a_whole_window() {
         let t0 = Instant::now();
         let mut pace = Pace::new(t0);
-        // 300 starts in 15 ms (20,000 a second): known after 10 ms, not 100.
-        for i in 0..300u64 {
-            pace.started(t0 + Duration::from_micros(i * 50));
+        assert_eq!(pace.ahead(t0 + Duration::from_millis(5), 10_000, 200), 0);
+        // 300 ends in 15 ms (20,000 a second): known after 10 ms, not 100.
+        assert_eq!(
+            pace.ahead(t0 + Duration::from_millis(15), 10_000, 300),
+            1000
+        );
+    }
+
+    #[test]
+    fn starting_many_slow_jobs_at_once_holds_nothing_ahead() {
+        // 512 slots all started at once, none ended yet.
+        let t0 = Instant::now();
+        let mut pace = Pace::new(t0);
+        for ms in [1, 20, 150, 400] {
+            assert_eq!(pace.ahead(t0 + Duration::from_millis(ms), 1024, 0), 0);
         }
-        assert_eq!(pace.ahead(t0 + Duration::from_millis(15), 10_000), 1000);
     }
 
     #[test]

@@ -226,6 +226,7 @@ where
         definitions,
         slots: Arc::new(Semaphore::new(options.workers_count)),
         saving: Arc::new(Semaphore::new(options.workers_count.max(SAVING_AT_ONCE))),
+        ended: std::sync::atomic::AtomicU64::new(0),
         stop_claiming: CancellationToken::new(),
         cancel_running: CancellationToken::new(),
         give_up_saving: CancellationToken::new(),
@@ -301,7 +302,8 @@ impl Workers {
     }
 
     /// How many executions are running now (handlers, and outcomes being saved), with the calls
-    /// under way that give back jobs claimed but not run.
+    /// under way that give back jobs claimed but not run: up to `workers_count` handlers, plus
+    /// the outcomes still being saved after their slots were freed.
     pub fn running(&self) -> usize {
         self.shared.executions.len()
     }
@@ -377,6 +379,8 @@ pub(crate) struct Shared {
     pub(crate) slots: Arc<Semaphore>,
     /// Outcomes being saved: a slot is freed before its outcome is saved while one is free.
     pub(crate) saving: Arc<Semaphore>,
+    /// Executions ended so far (their slots freed): the pace that sizes the prefetch queue.
+    pub(crate) ended: std::sync::atomic::AtomicU64,
     /// Fires when the set stops: claim nothing more.
     pub(crate) stop_claiming: CancellationToken,
     /// Fires when the shutdown grace ends: cancel what still runs.
