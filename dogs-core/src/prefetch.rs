@@ -4,8 +4,8 @@
 //! A job waits here with its lease already running (its end is counted from when the claim was
 //! asked for), so the wait is bounded: a job that waited longer than [`max_wait`] is given back
 //! to the store unrun (its try with it) instead of being started with less than its lease. The
-//! queue holds no more than the worker set starts in [`HORIZON`] at the pace it has been starting
-//! jobs lately, and never more than [`WorkerOptions::prefetch`](crate::WorkerOptions::prefetch):
+//! queue holds no more than the worker set's executions end in [`HORIZON`] at their recent
+//! pace, and never more than [`WorkerOptions::prefetch`](crate::WorkerOptions::prefetch):
 //! jobs that take long to run are not claimed ahead at all, so a job never waits here while an
 //! idle worker elsewhere could run it.
 
@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use crate::claim::ClaimedJob;
 use crate::dispatch::ClaimTiming;
 
-/// How far ahead the queue looks: it holds what the worker set starts in this time.
+/// How far ahead the queue looks: it holds what the worker set's executions end in this time.
 pub(crate) const HORIZON: Duration = Duration::from_millis(50);
 
 /// Over how long the pace of starts is measured.

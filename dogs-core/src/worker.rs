@@ -58,9 +58,9 @@ pub struct WorkerOptions {
     pub workers_count: usize,
     /// The most jobs claimed ahead of free slots (default 1,024; 0 claims only for free slots).
     ///
-    /// While jobs start quickly, each claim also takes the jobs the set will start in the next
-    /// 50 ms at its recent pace, so a claim's cost is spread over many jobs; jobs that take
-    /// long hold nothing ahead. A job claimed ahead waits for a slot with its lease running: it
+    /// While jobs run quickly, each claim also takes the jobs the set runs through in the next
+    /// 50 ms at the pace its executions have been ending, so a claim's cost is spread over many
+    /// jobs; jobs that take long hold nothing ahead. A job claimed ahead waits for a slot with its lease running: it
     /// waits at most a tenth of its lease (at most 1 s) and is given back unrun past that, its
     /// try with it, so its handler keeps nearly all of its lease. When the set stops, what
     /// waits is given back at once.
