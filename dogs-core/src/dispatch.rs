@@ -119,8 +119,8 @@ pub(crate) async fn dispatch(shared: Arc<Shared>) {
             }
             _ = sleep_until_some(look_at), if idle => look_at = None,
             _ = wait_for_wakeup => look_at = None,
-            // A job that waits for a slot past its time is given back then (by the next
-            // `start_waiting`), so another worker can take it at once.
+            // A job that waits for a slot past its time is given back then, so another worker
+            // can take it at once.
             _ = sleep_until_some(expires), if expires.is_some() && reserved.is_empty() => {
                 let mut expired = Vec::new();
                 queue.expire(Instant::now(), &mut expired);

@@ -66,13 +66,8 @@ impl Queue {
     /// The next job that may still start at `now`; the ones that waited too long go to
     /// `expired`.
     pub(crate) fn next(&mut self, now: Instant, expired: &mut Vec<ClaimedJob>) -> Option<Waiting> {
-        while let Some(waiting) = self.jobs.pop_front() {
-            if now < waiting.start_by {
-                return Some(waiting);
-            }
-            expired.push(waiting.job);
-        }
-        None
+        self.expire(now, expired);
+        self.jobs.pop_front()
     }
 
     /// Moves the jobs at the front whose time to start has passed at `now` to `expired`.

@@ -235,30 +235,25 @@ fn percent_escapes_are_valid(url: &str) -> bool {
 mod tests {
     use super::*;
 
+    /// The write concern the store connects with for `url`.
+    async fn concern_of(url: &str) -> WriteConcern {
+        let mut options = ClientOptions::parse(url).await.unwrap();
+        durable_by_default(&mut options).unwrap();
+        options.write_concern.unwrap()
+    }
+
     #[tokio::test]
     async fn writes_wait_for_the_journal_of_a_majority_unless_the_url_says_otherwise() {
-        let mut options = ClientOptions::parse("mongodb://127.0.0.1:1/?replicaSet=rs0")
-            .await
-            .unwrap();
-        durable_by_default(&mut options).unwrap();
-        let concern = options.write_concern.unwrap();
+        let concern = concern_of("mongodb://127.0.0.1:1/?replicaSet=rs0").await;
         assert_eq!(concern.w, Some(Acknowledgment::Majority));
         assert_eq!(concern.journal, Some(true));
 
-        let mut options = ClientOptions::parse("mongodb://127.0.0.1:1/?w=1&journal=false")
-            .await
-            .unwrap();
-        durable_by_default(&mut options).unwrap();
-        let concern = options.write_concern.unwrap();
+        let concern = concern_of("mongodb://127.0.0.1:1/?w=1&journal=false").await;
         assert_eq!(concern.w, Some(Acknowledgment::Nodes(1)));
         assert_eq!(concern.journal, Some(false));
 
         // A URL that sets only a timeout still gets the durable default, its timeout kept.
-        let mut options = ClientOptions::parse("mongodb://127.0.0.1:1/?wtimeoutMS=2500")
-            .await
-            .unwrap();
-        durable_by_default(&mut options).unwrap();
-        let concern = options.write_concern.unwrap();
+        let concern = concern_of("mongodb://127.0.0.1:1/?wtimeoutMS=2500").await;
         assert_eq!(concern.w, Some(Acknowledgment::Majority));
         assert_eq!(concern.journal, Some(true));
         assert_eq!(
