@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! dogs-bench <scenario> <backend> [--runs N] [--jobs N] [--history on|off] [--prefetch N] [--json FILE]
-//!   scenario: enqueue | drain | latency | depth | recurrent
+//!   scenario: enqueue | drain | latency | depth | recurrent | history
 //!   backend:  memory | postgres | redis | mongo
 //! ```
 //!
@@ -27,6 +27,7 @@ const ALLOCATOR: &str = if cfg!(feature = "mimalloc") {
 };
 
 mod backend;
+mod history;
 mod measure;
 mod scenarios;
 
@@ -43,6 +44,8 @@ pub struct Settings {
     jobs: usize,
     /// Whether drained jobs keep an execution record.
     history: bool,
+    /// Execution records stored before the history scenario's second drains.
+    records: usize,
     /// `WorkerOptions::prefetch` of the drains (default: the library's).
     prefetch: Option<usize>,
     json: Option<String>,
@@ -58,6 +61,7 @@ fn parse_args() -> Result<Settings, String> {
         runs: 3,
         jobs: 100_000,
         history: true,
+        records: 10_000_000,
         prefetch: None,
         json: None,
     };
@@ -66,6 +70,9 @@ fn parse_args() -> Result<Settings, String> {
         match flag.as_str() {
             "--runs" => settings.runs = value.parse().map_err(|_| "--runs takes a number")?,
             "--jobs" => settings.jobs = value.parse().map_err(|_| "--jobs takes a number")?,
+            "--records" => {
+                settings.records = value.parse().map_err(|_| "--records takes a number")?
+            }
             "--json" => settings.json = Some(value),
             "--prefetch" => {
                 settings.prefetch = Some(value.parse().map_err(|_| "--prefetch takes a number")?)
@@ -86,7 +93,7 @@ fn parse_args() -> Result<Settings, String> {
     Ok(settings)
 }
 
-const USAGE: &str = "usage: dogs-bench <enqueue|drain|latency|depth|recurrent> <memory|postgres|redis|mongo> [--runs N] [--jobs N] [--history on|off] [--prefetch N] [--json FILE]";
+const USAGE: &str = "usage: dogs-bench <enqueue|drain|latency|depth|recurrent|history> <memory|postgres|redis|mongo> [--runs N] [--jobs N] [--records N] [--history on|off] [--prefetch N] [--json FILE]";
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {

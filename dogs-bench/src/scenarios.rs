@@ -13,7 +13,7 @@ use crate::backend::{Backend, PollingOnly};
 use crate::measure::{percentile, process_cpu, server_cpu, Figure};
 use crate::Settings;
 
-type Outcome<T> = Result<T, Box<dyn std::error::Error>>;
+pub(crate) type Outcome<T> = Result<T, Box<dyn std::error::Error>>;
 
 pub async fn run(settings: &Settings, backend: &Backend) -> Outcome<Vec<Figure>> {
     match settings.scenario.as_str() {
@@ -22,11 +22,12 @@ pub async fn run(settings: &Settings, backend: &Backend) -> Outcome<Vec<Figure>>
         "depth" => drain_scenario(settings, backend, true).await,
         "latency" => latency(settings, backend).await,
         "recurrent" => recurrent(settings, backend).await,
+        "history" => crate::history::run(settings, backend).await,
         other => Err(format!("unknown scenario {other}").into()),
     }
 }
 
-fn namespace(run: usize) -> String {
+pub(crate) fn namespace(run: usize) -> String {
     format!("dogs_bench_{}_{run}", std::process::id())
 }
 
@@ -157,44 +158,10 @@ async fn drain_scenario(
             if deep {
                 fill_depth(&*store, 1_000_000, 100_000).await?;
             }
-            bulk(&*store, noop_jobs(n, "noop", |_| RunAt::Now)).await?;
-            let done = Arc::new(AtomicUsize::new(0));
-            let counter = done.clone();
-            let job = EventJob::new("noop", move |_: Value, _ctx: JobContext| {
-                let counter = counter.clone();
-                async move {
-                    counter.fetch_add(1, Ordering::Relaxed);
-                    Ok(())
-                }
-            });
-            let job = if settings.history {
-                job
-            } else {
-                job.save_executions_for(Duration::ZERO)
-            };
-            let defaults = WorkerOptions::default();
-            let options = WorkerOptions {
-                workers_count: slots,
-                cooldown_period: Duration::ZERO,
-                poll_interval: Duration::from_millis(200),
-                prefetch: settings.prefetch.unwrap_or(defaults.prefetch),
-                ..defaults
-            };
-            let (cpu0, server0) = (process_cpu(), server_cpu(backend.server_process()));
-            let started = Instant::now();
-            let workers = start_workers(store.clone(), [job.definition()], options).await?;
-            while done.load(Ordering::Relaxed) < n {
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-            // Every handler has run; `stop` returns once their outcomes are saved.
-            workers.stop().await;
-            let elapsed = started.elapsed().as_secs_f64();
-            let (cpu1, server1) = (process_cpu(), server_cpu(backend.server_process()));
-            rates.push(n as f64 / elapsed);
-            cpu.push((cpu1 - cpu0) * 1000.0 / n as f64);
-            if let (Some(a), Some(b)) = (server0, server1) {
-                server.push((b - a) * 1000.0 / n as f64);
-            }
+            let (rate, process, on_server) = drain_once(settings, backend, &store, slots).await?;
+            rates.push(rate);
+            cpu.push(process);
+            server.extend(on_server);
             drop(store);
             backend.cleanup(&ns).await?;
         }
@@ -230,6 +197,77 @@ async fn drain_scenario(
         }
     }
     Ok(figures)
+}
+
+/// One drain of `settings.jobs` due no-op jobs with `slots` slots, on `store` as it is: the rate
+/// in jobs/s, the process's CPU seconds per 1,000 jobs and the server's, where it is known.
+pub(crate) async fn drain_once(
+    settings: &Settings,
+    backend: &Backend,
+    store: &Arc<dyn JobStore>,
+    slots: usize,
+) -> Outcome<(f64, f64, Option<f64>)> {
+    enqueue_due(&**store, settings.jobs).await?;
+    drain_due(settings, backend, store, slots).await
+}
+
+/// Stores `count` due no-op jobs.
+pub(crate) async fn enqueue_due(store: &dyn JobStore, count: usize) -> Outcome<()> {
+    bulk(store, noop_jobs(count, "noop", |_| RunAt::Now)).await
+}
+
+/// Runs workers with `slots` slots until `settings.jobs` no-op jobs have run (they are stored
+/// already): the rate, and the CPU per 1,000 jobs, as [`drain_once`] returns them.
+pub(crate) async fn drain_due(
+    settings: &Settings,
+    backend: &Backend,
+    store: &Arc<dyn JobStore>,
+    slots: usize,
+) -> Outcome<(f64, f64, Option<f64>)> {
+    let n = settings.jobs;
+    let done = Arc::new(AtomicUsize::new(0));
+    let counter = done.clone();
+    let job = EventJob::new("noop", move |_: Value, _ctx: JobContext| {
+        let counter = counter.clone();
+        async move {
+            counter.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        }
+    });
+    let job = if settings.history {
+        job
+    } else {
+        job.save_executions_for(Duration::ZERO)
+    };
+    let defaults = WorkerOptions::default();
+    let options = WorkerOptions {
+        workers_count: slots,
+        cooldown_period: Duration::ZERO,
+        poll_interval: Duration::from_millis(200),
+        prefetch: settings.prefetch.unwrap_or(defaults.prefetch),
+        // The workers' own pruning is measured on its own (the history scenario), not here.
+        prune_interval: None,
+        ..defaults
+    };
+    let (cpu0, server0) = (process_cpu(), server_cpu(backend.server_process()));
+    let started = Instant::now();
+    let workers = start_workers(store.clone(), [job.definition()], options).await?;
+    while done.load(Ordering::Relaxed) < n {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    // Every handler has run; `stop` returns once their outcomes are saved.
+    workers.stop().await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let (cpu1, server1) = (process_cpu(), server_cpu(backend.server_process()));
+    let server = match (server0, server1) {
+        (Some(a), Some(b)) => Some((b - a) * 1000.0 / n as f64),
+        _ => None,
+    };
+    Ok((
+        n as f64 / elapsed,
+        (cpu1 - cpu0) * 1000.0 / n as f64,
+        server,
+    ))
 }
 
 async fn latency(settings: &Settings, backend: &Backend) -> Outcome<Vec<Figure>> {

@@ -148,6 +148,11 @@ pub fn random_id() -> String {
     format!("{:032x}", fastrand::u128(..))
 }
 
+/// A new execution id (32 hex digits), as the worker gives each execution it records.
+pub fn execution_id() -> String {
+    random_id()
+}
+
 /// `at` cut to whole milliseconds, the precision every store keeps.
 pub fn truncate_millis(at: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(at.timestamp_millis()).unwrap_or(at)

@@ -34,9 +34,9 @@ pub use definition::{
 pub use error::{redact_url, Error, ErrorKind, Result};
 pub use execution::{Execution, ExecutionQuery, ExecutionStatus};
 pub use job::{
-    add_duration, params_size, random_id, truncate_millis, validate_name, Job, JobCounts, JobId,
-    JobKind, JobQuery, JobState, NewJob, PruneReport, RecurrentRegistration, RunAt, Scheduled,
-    DEFAULT_PRIORITY, MAX_NAME_BYTES, MAX_UNIQUE_IDENTIFIER_BYTES,
+    add_duration, execution_id, params_size, random_id, truncate_millis, validate_name, Job,
+    JobCounts, JobId, JobKind, JobQuery, JobState, NewJob, PruneReport, RecurrentRegistration,
+    RunAt, Scheduled, DEFAULT_PRIORITY, MAX_NAME_BYTES, MAX_UNIQUE_IDENTIFIER_BYTES,
 };
 pub use limits::{max_run_at, min_run_at, validate_lock_time, MAX_DURATION, MAX_WORKERS_COUNT};
 pub use retry::RetryBackoff;

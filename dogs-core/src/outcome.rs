@@ -377,7 +377,7 @@ impl<'a> Outcome<'a> {
         let duration = self.started.elapsed();
         Some(Execution {
             job_id: job.id.clone(),
-            execution_id: crate::job::random_id(),
+            execution_id: crate::job::execution_id(),
             name: job.name.clone(),
             kind: job.kind,
             priority: job.priority,

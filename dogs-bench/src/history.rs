@@ -1,0 +1,239 @@
+//! The history scenario: drains with many execution records already stored, and a drain while a
+//! day of expired records is pruned, each beside a drain of the same store with none stored.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use dogs_core::{Execution, ExecutionStatus, JobId, JobKind};
+use serde_json::Value;
+use tokio::time::Instant;
+
+use crate::backend::Backend;
+use crate::measure::Figure;
+use crate::scenarios::{drain_due, enqueue_due, namespace, Outcome};
+use crate::Settings;
+
+/// Records written per fill statement or pipeline.
+const FILL_BATCH: usize = 10_000;
+
+/// How long the stored records span; the oldest day of them has expired.
+const SPAN_DAYS: i64 = 7;
+
+/// Fills, per run: drains at 32 and 256 slots with no records stored, `settings.records` records
+/// stored (spread over a week, the oldest day expired), drains again at 32 and 256 slots, then
+/// a drain at 32 slots while the store prunes the expired day.
+pub async fn run(settings: &Settings, backend: &Backend) -> Outcome<Vec<Figure>> {
+    let records = settings.records;
+    let expired = records / SPAN_DAYS as usize;
+    let mut none = [Vec::new(), Vec::new()];
+    let mut deep = [Vec::new(), Vec::new()];
+    let (mut ratios, mut pruning, mut prune_rates, mut prune_times) =
+        ([Vec::new(), Vec::new()], Vec::new(), Vec::new(), Vec::new());
+    for run in 0..settings.runs {
+        let ns = namespace(run);
+        let store = backend.open(&ns).await?;
+        for (i, slots) in [32, 256].into_iter().enumerate() {
+            none[i].push(
+                crate::scenarios::drain_once(settings, backend, &store, slots)
+                    .await?
+                    .0,
+            );
+        }
+        let started = Instant::now();
+        fill(backend, &ns, records).await?;
+        eprintln!(
+            "stored {records} execution records in {:.0} s",
+            started.elapsed().as_secs_f64()
+        );
+        for (i, slots) in [32, 256].into_iter().enumerate() {
+            let rate = crate::scenarios::drain_once(settings, backend, &store, slots)
+                .await?
+                .0;
+            deep[i].push(rate);
+            ratios[i].push(rate / none[i][run]);
+        }
+        enqueue_due(&*store, settings.jobs).await?;
+        let started = Instant::now();
+        let pruner = {
+            let store = store.clone();
+            tokio::spawn(async move { store.prune().await })
+        };
+        let rate = drain_due(settings, backend, &store, 32).await?.0;
+        let report = pruner.await??;
+        let took = started.elapsed().as_secs_f64();
+        if (report.executions as usize) < expired {
+            return Err(format!(
+                "pruning removed {} records, {expired} had expired",
+                report.executions
+            )
+            .into());
+        }
+        pruning.push(rate);
+        prune_rates.push(rate / none[0][run]);
+        prune_times.push(took);
+        drop(store);
+        backend.cleanup(&ns).await?;
+    }
+    let set = |what: &str| {
+        format!(
+            "{} due no-op jobs, cooldown 0, history kept; {what}",
+            settings.jobs
+        )
+    };
+    let stored = format!("{records} execution records stored");
+    let mut figures = Vec::new();
+    for (i, slots) in [32, 256].into_iter().enumerate() {
+        figures.push(Figure::new(
+            &format!("drain, no records, {slots} slots"),
+            "jobs/s",
+            std::mem::take(&mut none[i]),
+            &set("none stored before"),
+        ));
+        figures.push(Figure::new(
+            &format!("drain, records stored, {slots} slots"),
+            "jobs/s",
+            std::mem::take(&mut deep[i]),
+            &set(&stored),
+        ));
+        figures.push(Figure::new(
+            &format!("records stored / none, {slots} slots"),
+            "ratio",
+            std::mem::take(&mut ratios[i]),
+            &set(&stored),
+        ));
+    }
+    let while_pruning = format!("{stored}, {expired} of them expired and pruned meanwhile");
+    figures.push(Figure::new(
+        "drain while pruning, 32 slots",
+        "jobs/s",
+        pruning,
+        &set(&while_pruning),
+    ));
+    figures.push(Figure::new(
+        "while pruning / none, 32 slots",
+        "ratio",
+        prune_rates,
+        &set(&while_pruning),
+    ));
+    figures.push(Figure::new(
+        "pruning the expired day",
+        "s",
+        prune_times,
+        &set(&while_pruning),
+    ));
+    Ok(figures)
+}
+
+/// One stored record: the `i`-th of `count`, spread over the last week, the oldest day expired.
+fn record(i: usize, count: usize, now: DateTime<Utc>) -> Execution {
+    let span = chrono::Duration::days(SPAN_DAYS);
+    let offset = span.num_milliseconds() * i as i64 / count.max(1) as i64;
+    let started_at = now - span + chrono::Duration::milliseconds(offset);
+    Execution {
+        job_id: JobId::new(format!("{i}")),
+        execution_id: dogs_core::execution_id(),
+        name: "noop".into(),
+        kind: JobKind::Event,
+        priority: 0,
+        tries: 1,
+        unique_identifier: None,
+        params: Value::Null,
+        started_at,
+        ended_at: started_at,
+        duration: Duration::ZERO,
+        status: ExecutionStatus::Success,
+        error: None,
+        result: None,
+        worker_id: "filler".into(),
+        expires_at: started_at + span - chrono::Duration::days(1),
+    }
+}
+
+/// Stores `count` execution records in `namespace`'s store, written the way the store writes
+/// them but in large batches (filling is not measured).
+async fn fill(backend: &Backend, namespace: &str, count: usize) -> Outcome<()> {
+    let now = Utc::now();
+    match backend {
+        Backend::Postgres(url) => {
+            let store = dogs_postgres::PostgresStore::builder()
+                .url(url)
+                .schema(namespace)
+                .migrate_on_connect(false)
+                .connect()
+                .await?;
+            let sql = format!(
+                "INSERT INTO \"{namespace}\".executions (execution_id, job_id, name, kind,
+                     priority, tries, params, started_at, ended_at, duration_ms, status,
+                     worker_id, expires_at)
+                 SELECT id, job, 'noop', 'event', 0, 1, 'null'::jsonb, started, started, 0,
+                     'success', 'filler', expires
+                 FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[])
+                     AS t(id, job, started, expires)"
+            );
+            let mut at = 0;
+            while at < count {
+                let end = (at + FILL_BATCH).min(count);
+                let batch: Vec<Execution> = (at..end).map(|i| record(i, count, now)).collect();
+                dogs_postgres::sqlx::query(&sql)
+                    .bind(
+                        batch
+                            .iter()
+                            .map(|e| e.execution_id.clone())
+                            .collect::<Vec<_>>(),
+                    )
+                    .bind(
+                        batch
+                            .iter()
+                            .map(|e| e.job_id.to_string())
+                            .collect::<Vec<_>>(),
+                    )
+                    .bind(batch.iter().map(|e| e.started_at).collect::<Vec<_>>())
+                    .bind(batch.iter().map(|e| e.expires_at).collect::<Vec<_>>())
+                    .execute(store.pool())
+                    .await?;
+                at = end;
+            }
+            Ok(())
+        }
+        Backend::Redis(url) => {
+            let store = dogs_redis::RedisStore::builder()
+                .url(url)
+                .prefix(namespace)
+                .connect()
+                .await?;
+            let prefix = store.key_prefix().to_owned();
+            let client = dogs_redis::redis::Client::open(url.as_str())?;
+            let mut conn = client.get_multiplexed_async_connection().await?;
+            let mut at = 0;
+            while at < count {
+                let end = (at + FILL_BATCH).min(count);
+                let mut pipe = dogs_redis::redis::pipe();
+                for i in at..end {
+                    let e = record(i, count, now);
+                    let json = serde_json::to_string(&e)?;
+                    pipe.cmd("HSETNX")
+                        .arg(format!("{prefix}:exec:{}", e.execution_id))
+                        .arg("json")
+                        .arg(json)
+                        .ignore();
+                    pipe.cmd("ZADD")
+                        .arg(format!("{prefix}:execs:noop"))
+                        .arg(e.started_at.timestamp_millis())
+                        .arg(&e.execution_id)
+                        .ignore();
+                    pipe.cmd("ZADD")
+                        .arg(format!("{prefix}:exec_expiry"))
+                        .arg(e.expires_at.timestamp_millis())
+                        .arg(&e.execution_id)
+                        .ignore();
+                }
+                let () = pipe.query_async(&mut conn).await?;
+                at = end;
+            }
+            Ok(())
+        }
+        Backend::Memory | Backend::Mongo(_) => {
+            Err("the history scenario measures the postgres and redis stores".into())
+        }
+    }
+}
