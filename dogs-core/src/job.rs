@@ -148,9 +148,19 @@ pub fn random_id() -> String {
     format!("{:032x}", fastrand::u128(..))
 }
 
-/// A new execution id (32 hex digits), as the worker gives each execution it records.
+/// A new execution id, as the worker gives each execution it records: 32 hex digits, the first
+/// 12 the milliseconds since the Unix epoch, the other 20 random (80 bits).
+///
+/// Ids made later sort after (to the millisecond, while the clock goes forward), so the stores'
+/// indexes of execution ids grow at their end: a random id would land each new record on a
+/// random page of an index that outgrows memory as the history deepens. The random part keeps
+/// ids made in the same millisecond, on any number of machines, apart.
 pub fn execution_id() -> String {
-    random_id()
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let millis = (millis & 0xffff_ffff_ffff) as u64;
+    format!("{millis:012x}{:020x}", fastrand::u128(..) >> 48)
 }
 
 /// `at` cut to whole milliseconds, the precision every store keeps.
@@ -495,4 +505,32 @@ pub struct PruneReport {
     pub jobs: u64,
     /// Execution records past their expiry.
     pub executions: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn execution_ids_are_32_hex_digits_unique_and_ordered_by_time() {
+        let first = execution_id();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let ids: Vec<String> = (0..10_000).map(|_| execution_id()).collect();
+        for id in &ids {
+            assert_eq!(id.len(), 32);
+            assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+            assert!(*id > first, "{id} was made after {first}");
+        }
+        let distinct: std::collections::HashSet<&String> = ids.iter().collect();
+        assert_eq!(distinct.len(), ids.len());
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let stamped = u64::from_str_radix(&ids[0][..12], 16).unwrap_or(0);
+        assert!(
+            now.abs_diff(stamped) < 60_000,
+            "{stamped} is the time in ms, {now} now"
+        );
+    }
 }
