@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, error, warn};
+use tracing::{error, warn};
 
 use crate::claim::{ClaimName, ClaimRequest};
 use crate::completer::Completer;
@@ -236,7 +236,7 @@ where
         options,
     });
     if let Some(interval) = shared.options.prune_interval {
-        tokio::spawn(prune(Arc::clone(&shared), interval));
+        tokio::spawn(crate::prune::prune(Arc::clone(&shared), interval));
     }
     let dispatcher = tokio::spawn(crate::dispatch::dispatch(Arc::clone(&shared)));
     Ok(Workers {
@@ -401,31 +401,6 @@ impl Shared {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(name.to_owned())
-    }
-}
-
-/// Removes expired failed jobs and execution records every `interval`, until the set stops.
-async fn prune(shared: Arc<Shared>, interval: Duration) {
-    loop {
-        tokio::select! {
-            _ = shared.stop_claiming.cancelled() => return,
-            _ = tokio::time::sleep(interval) => {}
-        }
-        let pruned = tokio::select! {
-            _ = shared.stop_claiming.cancelled() => return,
-            pruned = shared.store.prune() => pruned,
-        };
-        match pruned {
-            Ok(report) if report.jobs + report.executions > 0 => {
-                debug!(
-                    jobs = report.jobs,
-                    executions = report.executions,
-                    "pruned expired records"
-                );
-            }
-            Ok(_) => {}
-            Err(e) => warn!(error = %e, "pruning expired records failed"),
-        }
     }
 }
 

@@ -91,7 +91,9 @@ impl State {
     }
 
     pub(crate) fn record_execution(&mut self, execution: &Execution, now: DateTime<Utc>) {
-        self.prune_executions(now);
+        // Two for each one stored, so expired records never pile up, and no record waits on a
+        // long prune.
+        self.prune_executions(now, 2);
         let executions = &mut self.executions;
         if executions.by_id.contains_key(&execution.execution_id) {
             return;

@@ -44,25 +44,27 @@ impl State {
         }
     }
 
-    pub(crate) fn prune(&mut self, now: DateTime<Utc>) -> PruneReport {
+    /// Removes up to `limit` expired failed jobs and `limit` expired execution records.
+    pub(crate) fn prune(&mut self, now: DateTime<Utc>, limit: usize) -> PruneReport {
         let before = self.failed.len();
         while let Some(&(expires_at, seq)) = self.failed.first() {
-            if expires_at > now {
+            if expires_at > now || before - self.failed.len() >= limit {
                 break;
             }
             self.remove(seq);
         }
         PruneReport {
             jobs: (before - self.failed.len()) as u64,
-            executions: self.prune_executions(now),
+            executions: self.prune_executions(now, limit),
         }
     }
 
-    pub(crate) fn prune_executions(&mut self, now: DateTime<Utc>) -> u64 {
+    /// Removes up to `limit` expired execution records.
+    pub(crate) fn prune_executions(&mut self, now: DateTime<Utc>, limit: usize) -> u64 {
         let executions = &mut self.executions;
         let mut removed = 0;
         while let Some((expires_at, id)) = executions.expiry.first().cloned() {
-            if expires_at > now {
+            if expires_at > now || removed >= limit as u64 {
                 break;
             }
             executions.expiry.pop_first();

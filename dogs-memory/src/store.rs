@@ -120,6 +120,9 @@ impl Shared {
     }
 }
 
+/// How many failed jobs and execution records one pruning batch removes, at most.
+const PRUNE_BATCH: usize = 1000;
+
 #[async_trait]
 impl JobStore for MemoryStore {
     async fn now(&self) -> Result<DateTime<Utc>> {
@@ -262,7 +265,19 @@ impl JobStore for MemoryStore {
     }
 
     async fn prune(&self) -> Result<PruneReport> {
-        Ok(self.state().prune(MemoryStore::now(self)))
+        // In batches, the lock released between them, so workers keep claiming meanwhile.
+        let now = MemoryStore::now(self);
+        let mut report = PruneReport::default();
+        loop {
+            let started = std::time::Instant::now();
+            let batch = self.state().prune(now, PRUNE_BATCH);
+            report.jobs += batch.jobs;
+            report.executions += batch.executions;
+            if batch.jobs < PRUNE_BATCH as u64 && batch.executions < PRUNE_BATCH as u64 {
+                return Ok(report);
+            }
+            dogs_core::rest_between_prune_batches(started.elapsed()).await;
+        }
     }
 
     fn wakeups(&self) -> Option<WakeUps> {

@@ -1,7 +1,7 @@
 //! Removing jobs and records: cancelling a job that is not running, and pruning failed jobs and
 //! execution records past their retention (beside the TTL indexes, which remove them too).
 
-use dogs_core::{Error, ErrorKind, PruneReport, Result};
+use dogs_core::{rest_between_prune_batches, Error, ErrorKind, PruneReport, Result};
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Bson, Document};
 
@@ -59,6 +59,7 @@ impl MongoStore {
             ),
         ] {
             loop {
+                let started = std::time::Instant::now();
                 let batch: Vec<Document> = self
                     .timed("pruning", async {
                         collection
@@ -88,6 +89,7 @@ impl MongoStore {
                 if (ids.len() as i64) < PRUNE_BATCH {
                     break;
                 }
+                rest_between_prune_batches(started.elapsed()).await;
             }
         }
         Ok(report)

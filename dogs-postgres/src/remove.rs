@@ -1,7 +1,7 @@
 //! Removing jobs and records: cancelling a job that is not running, and pruning failed jobs
 //! and execution records past their retention, in bounded batches.
 
-use dogs_core::{Error, ErrorKind, JobId, PruneReport, Result};
+use dogs_core::{rest_between_prune_batches, Error, ErrorKind, JobId, PruneReport, Result};
 
 use crate::error::db_error;
 use crate::sql::{fill, parse_id};
@@ -120,6 +120,7 @@ impl PostgresStore {
             (&statements.prune_executions, &mut report.executions),
         ] {
             loop {
+                let started = std::time::Instant::now();
                 let removed = self
                     .attempt("pruning", move || async move {
                         let mut conn = self.conn().await?;
@@ -135,6 +136,7 @@ impl PostgresStore {
                 if removed < PRUNE_BATCH as u64 {
                     break;
                 }
+                rest_between_prune_batches(started.elapsed()).await;
             }
         }
         Ok(report)

@@ -1,7 +1,7 @@
 //! Removing jobs and records: cancelling a job that is not running (`lua/cancel.lua`), and
 //! pruning failed jobs and execution records past their retention (`lua/prune.lua`).
 
-use dogs_core::{Error, ErrorKind, PruneReport, Result};
+use dogs_core::{rest_between_prune_batches, Error, ErrorKind, PruneReport, Result};
 
 use crate::error::redis_error;
 use crate::store::RedisStore;
@@ -36,6 +36,7 @@ impl RedisStore {
     pub(crate) async fn prune_expired(&self) -> Result<PruneReport> {
         let mut report = PruneReport::default();
         loop {
+            let started = std::time::Instant::now();
             let (jobs, executions): (u64, u64) = self
                 .inner
                 .scripts
@@ -51,6 +52,7 @@ impl RedisStore {
             if jobs < PRUNE_BATCH && executions < PRUNE_BATCH {
                 return Ok(report);
             }
+            rest_between_prune_batches(started.elapsed()).await;
         }
     }
 }
