@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use crate::backend::Backend;
 use crate::measure::Figure;
-use crate::scenarios::{drain_due, enqueue_due, namespace, Outcome};
+use crate::scenarios::{drain_due, drain_once, enqueue_due, namespace, Outcome};
 use crate::Settings;
 
 /// Records written per fill statement or pipeline.
@@ -19,61 +19,70 @@ const FILL_BATCH: usize = 10_000;
 /// How long the stored records span; the oldest day of them has expired.
 const SPAN_DAYS: i64 = 7;
 
-/// Fills, per run: drains at 32 and 256 slots with no records stored, `settings.records` records
-/// stored (spread over a week, the oldest day expired), drains again at 32 and 256 slots, then
-/// a drain at 32 slots while the store prunes the expired day.
+/// Stores `settings.records` records (spread over a week, the oldest day expired) in one
+/// namespace, then alternates, `settings.runs` times, drains at 32 and 256 slots of a fresh
+/// namespace with none stored and of the deep one; last, a drain at 32 slots of each, the deep
+/// one's while the store prunes its expired day.
 pub async fn run(settings: &Settings, backend: &Backend) -> Outcome<Vec<Figure>> {
     let records = settings.records;
     let expired = records / SPAN_DAYS as usize;
-    let mut none = [Vec::new(), Vec::new()];
-    let mut deep = [Vec::new(), Vec::new()];
-    let (mut ratios, mut pruning, mut prune_rates, mut prune_times) =
-        ([Vec::new(), Vec::new()], Vec::new(), Vec::new(), Vec::new());
-    for run in 0..settings.runs {
-        let ns = namespace(run);
-        let store = backend.open(&ns).await?;
+    let (mut none, mut deep, mut ratios) = (
+        [Vec::new(), Vec::new()],
+        [Vec::new(), Vec::new()],
+        [Vec::new(), Vec::new()],
+    );
+    let deep_ns = namespace(0);
+    let deep_store = backend.open(&deep_ns).await?;
+    let started = Instant::now();
+    fill(backend, &deep_ns, records).await?;
+    eprintln!(
+        "stored {records} execution records in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    let empty_ns = namespace(1);
+    let mut rounds = Vec::new();
+    rounds.extend((0..settings.runs).map(Some));
+    // The last round pairs the drains at 32 slots with pruning.
+    rounds.push(None);
+    let (mut pruning, mut prune_ratio, mut prune_time) = (Vec::new(), Vec::new(), Vec::new());
+    for round in rounds {
         for (i, slots) in [32, 256].into_iter().enumerate() {
-            none[i].push(
-                crate::scenarios::drain_once(settings, backend, &store, slots)
-                    .await?
-                    .0,
-            );
+            if round.is_none() && slots != 32 {
+                continue;
+            }
+            let empty = backend.open(&empty_ns).await?;
+            let rate_none = drain_once(settings, backend, &empty, slots).await?.0;
+            drop(empty);
+            backend.cleanup(&empty_ns).await?;
+            if round.is_some() {
+                let rate = drain_once(settings, backend, &deep_store, slots).await?.0;
+                none[i].push(rate_none);
+                deep[i].push(rate);
+                ratios[i].push(rate / rate_none);
+                continue;
+            }
+            enqueue_due(&*deep_store, settings.jobs).await?;
+            let started = Instant::now();
+            let pruner = {
+                let store = deep_store.clone();
+                tokio::spawn(async move { store.prune().await })
+            };
+            let rate = drain_due(settings, backend, &deep_store, 32).await?.0;
+            let report = pruner.await??;
+            if (report.executions as usize) < expired {
+                return Err(format!(
+                    "pruning removed {} records, {expired} had expired",
+                    report.executions
+                )
+                .into());
+            }
+            pruning.push(rate);
+            prune_ratio.push(rate / rate_none);
+            prune_time.push(started.elapsed().as_secs_f64());
         }
-        let started = Instant::now();
-        fill(backend, &ns, records).await?;
-        eprintln!(
-            "stored {records} execution records in {:.0} s",
-            started.elapsed().as_secs_f64()
-        );
-        for (i, slots) in [32, 256].into_iter().enumerate() {
-            let rate = crate::scenarios::drain_once(settings, backend, &store, slots)
-                .await?
-                .0;
-            deep[i].push(rate);
-            ratios[i].push(rate / none[i][run]);
-        }
-        enqueue_due(&*store, settings.jobs).await?;
-        let started = Instant::now();
-        let pruner = {
-            let store = store.clone();
-            tokio::spawn(async move { store.prune().await })
-        };
-        let rate = drain_due(settings, backend, &store, 32).await?.0;
-        let report = pruner.await??;
-        let took = started.elapsed().as_secs_f64();
-        if (report.executions as usize) < expired {
-            return Err(format!(
-                "pruning removed {} records, {expired} had expired",
-                report.executions
-            )
-            .into());
-        }
-        pruning.push(rate);
-        prune_rates.push(rate / none[0][run]);
-        prune_times.push(took);
-        drop(store);
-        backend.cleanup(&ns).await?;
     }
+    drop(deep_store);
+    backend.cleanup(&deep_ns).await?;
     let set = |what: &str| {
         format!(
             "{} due no-op jobs, cooldown 0, history kept; {what}",
@@ -112,13 +121,13 @@ pub async fn run(settings: &Settings, backend: &Backend) -> Outcome<Vec<Figure>>
     figures.push(Figure::new(
         "while pruning / none, 32 slots",
         "ratio",
-        prune_rates,
+        prune_ratio,
         &set(&while_pruning),
     ));
     figures.push(Figure::new(
         "pruning the expired day",
         "s",
-        prune_times,
+        prune_time,
         &set(&while_pruning),
     ));
     Ok(figures)
