@@ -40,7 +40,9 @@ pub use job::{
     RunAt, Scheduled, DEFAULT_PRIORITY, MAX_NAME_BYTES, MAX_UNIQUE_IDENTIFIER_BYTES,
 };
 pub use limits::{max_run_at, min_run_at, validate_lock_time, MAX_DURATION, MAX_WORKERS_COUNT};
-pub use prune::{rest_between_prune_batches, MAX_PRUNE_REST, PRUNE_REST_FACTOR};
+pub use prune::{
+    prune_in_batches, rest_between_prune_batches, MAX_PRUNE_REST, PRUNE_BATCH, PRUNE_REST_FACTOR,
+};
 pub use retry::RetryBackoff;
 pub use schedule::{CronSchedule, NextRunFn, Schedule};
 pub use scheduling::{schedule_job, schedule_job_by_name, ScheduleOptions};

@@ -4,16 +4,26 @@
 //! between them ([`rest_between_prune_batches`]), so a large backlog of expired records, such as
 //! a day of them after pruning was off, is removed without taking the store from the workers.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
 use tracing::{debug, warn};
 
+use crate::error::Result;
+use crate::job::PruneReport;
 use crate::worker::Shared;
 
-/// How many times as long as a batch took a store rests before the next one: pruning keeps the
-/// connection it uses busy at most a quarter of the time.
-pub const PRUNE_REST_FACTOR: u32 = 3;
+/// How many failed jobs and how many execution records one pruning batch removes, at most, in
+/// every store.
+pub const PRUNE_BATCH: u64 = 1000;
+
+/// How many times as long as a batch took a store rests before the next one: while a backlog
+/// lasts, pruning keeps the connection it uses busy about half of the time (less for batches
+/// that take over [`MAX_PRUNE_REST`]). Deleting a record costs the store less than writing it,
+/// so half of one connection keeps up with records written as fast as the workers can.
+pub const PRUNE_REST_FACTOR: u32 = 1;
 
 /// The longest rest between two batches.
 pub const MAX_PRUNE_REST: Duration = Duration::from_secs(1);
@@ -26,6 +36,28 @@ pub async fn rest_between_prune_batches(took: Duration) {
         .unwrap_or(MAX_PRUNE_REST)
         .min(MAX_PRUNE_REST);
     tokio::time::sleep(rest).await;
+}
+
+/// Runs `batch` (which removes up to [`PRUNE_BATCH`] expired failed jobs and as many expired
+/// execution records, expired as of one instant the caller fixed, so the loop ends) until a
+/// batch removes fewer of both, resting between batches ([`rest_between_prune_batches`]).
+/// Returns what all the batches removed; an error ends the loop with what it says.
+pub async fn prune_in_batches<F, Fut>(mut batch: F) -> Result<PruneReport>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<PruneReport>>,
+{
+    let mut report = PruneReport::default();
+    loop {
+        let started = Instant::now();
+        let removed = batch().await?;
+        report.jobs += removed.jobs;
+        report.executions += removed.executions;
+        if removed.jobs < PRUNE_BATCH && removed.executions < PRUNE_BATCH {
+            return Ok(report);
+        }
+        rest_between_prune_batches(started.elapsed()).await;
+    }
 }
 
 /// Removes expired failed jobs and execution records every `interval`, until the set stops.
@@ -58,16 +90,65 @@ mod tests {
     use super::*;
 
     #[tokio::test(start_paused = true)]
-    async fn rests_three_times_the_batch_at_most_a_second() {
+    async fn rests_as_long_as_the_batch_at_most_a_second() {
         for (took, rest) in [
             (Duration::ZERO, Duration::ZERO),
-            (Duration::from_millis(10), Duration::from_millis(30)),
-            (Duration::from_millis(400), MAX_PRUNE_REST),
+            (Duration::from_millis(10), Duration::from_millis(10)),
+            (Duration::from_millis(400), Duration::from_millis(400)),
+            (Duration::from_millis(1500), MAX_PRUNE_REST),
             (Duration::MAX, MAX_PRUNE_REST),
         ] {
             let started = tokio::time::Instant::now();
             rest_between_prune_batches(took).await;
             assert_eq!(started.elapsed(), rest, "after a batch of {took:?}");
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn batches_run_until_one_is_short_and_their_counts_add_up() {
+        let mut left = (2500u64, 1200u64);
+        let mut calls = 0;
+        let report = prune_in_batches(|| {
+            calls += 1;
+            let jobs = left.0.min(PRUNE_BATCH);
+            let executions = left.1.min(PRUNE_BATCH);
+            left = (left.0 - jobs, left.1 - executions);
+            async move { Ok(PruneReport { jobs, executions }) }
+        })
+        .await
+        .map_err(|e| e.to_string());
+        assert_eq!(
+            report,
+            Ok(PruneReport {
+                jobs: 2500,
+                executions: 1200
+            })
+        );
+        assert_eq!(calls, 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_error_ends_the_batches() {
+        let mut calls = 0;
+        let report = prune_in_batches(|| {
+            calls += 1;
+            let first = calls == 1;
+            async move {
+                if first {
+                    Ok(PruneReport {
+                        jobs: PRUNE_BATCH,
+                        executions: 0,
+                    })
+                } else {
+                    Err(crate::Error::unavailable("gone"))
+                }
+            }
+        })
+        .await;
+        assert_eq!(
+            report.map_err(|e| e.kind()),
+            Err(crate::ErrorKind::Unavailable)
+        );
+        assert_eq!(calls, 2);
     }
 }

@@ -8,6 +8,9 @@ use dogs_core::{
 
 use crate::state::{Effects, LeaseState, Slot, State};
 
+/// How many expired failed jobs a claim removes, at most.
+const CLAIM_PRUNES: usize = 64;
+
 impl State {
     /// Moves the jobs of `names` that have become due or whose lease ran out to the ready sets
     /// (the latter demoted), and drops failed jobs past their retention.
@@ -30,11 +33,13 @@ impl State {
                 });
             }
         }
-        while let Some(&(expires_at, seq)) = self.failed.first() {
-            if expires_at > now {
-                break;
+        // A few expired failed jobs per claim (reads hide the rest until they are pruned), so no
+        // claim waits on a long removal.
+        for _ in 0..CLAIM_PRUNES {
+            match self.failed.first() {
+                Some(&(expires_at, seq)) if expires_at <= now => self.remove(seq),
+                _ => break,
             }
-            self.remove(seq);
         }
     }
 

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use dogs_core::{
-    async_trait, truncate_millis, ClaimRequest, Claimed, Completion, Execution, ExecutionQuery,
-    Finish, Job, JobCounts, JobId, JobQuery, JobStore, Lease, NewJob, PruneReport,
-    RecurrentRegistration, Result, Scheduled, WakeUpSender, WakeUps,
+    async_trait, prune_in_batches, truncate_millis, ClaimRequest, Claimed, Completion, Execution,
+    ExecutionQuery, Finish, Job, JobCounts, JobId, JobQuery, JobStore, Lease, NewJob, PruneReport,
+    RecurrentRegistration, Result, Scheduled, WakeUpSender, WakeUps, PRUNE_BATCH,
 };
 use tokio::sync::watch;
 
@@ -119,9 +119,6 @@ impl Shared {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
-
-/// How many failed jobs and execution records one pruning batch removes, at most.
-const PRUNE_BATCH: usize = 1000;
 
 #[async_trait]
 impl JobStore for MemoryStore {
@@ -267,17 +264,7 @@ impl JobStore for MemoryStore {
     async fn prune(&self) -> Result<PruneReport> {
         // In batches, the lock released between them, so workers keep claiming meanwhile.
         let now = MemoryStore::now(self);
-        let mut report = PruneReport::default();
-        loop {
-            let started = std::time::Instant::now();
-            let batch = self.state().prune(now, PRUNE_BATCH);
-            report.jobs += batch.jobs;
-            report.executions += batch.executions;
-            if batch.jobs < PRUNE_BATCH as u64 && batch.executions < PRUNE_BATCH as u64 {
-                return Ok(report);
-            }
-            dogs_core::rest_between_prune_batches(started.elapsed()).await;
-        }
+        prune_in_batches(|| async { Ok(self.state().prune(now, PRUNE_BATCH as usize)) }).await
     }
 
     fn wakeups(&self) -> Option<WakeUps> {

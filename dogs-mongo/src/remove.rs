@@ -1,15 +1,13 @@
 //! Removing jobs and records: cancelling a job that is not running, and pruning failed jobs and
 //! execution records past their retention (beside the TTL indexes, which remove them too).
 
-use dogs_core::{rest_between_prune_batches, Error, ErrorKind, PruneReport, Result};
+use dogs_core::{prune_in_batches, Error, ErrorKind, PruneReport, Result, PRUNE_BATCH};
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Bson, Document};
+use mongodb::Collection;
 
 use crate::decode::date;
 use crate::store::MongoStore;
-
-/// How many records one pruning pass removes at a time.
-const PRUNE_BATCH: i64 = 1000;
 
 impl MongoStore {
     pub(crate) async fn cancel_filter(&self, filter: Document) -> Result<bool> {
@@ -43,55 +41,54 @@ impl MongoStore {
         }
     }
 
+    /// Removes what had expired when it began, in batches ([`prune_in_batches`]).
     pub(crate) async fn prune_expired(&self) -> Result<PruneReport> {
         let now = date(self.server_now().await?);
-        let mut report = PruneReport::default();
-        for (collection, filter, count) in [
-            (
-                &self.inner.jobs,
-                doc! { "state": "failed", "expires_at": { "$lte": now } },
-                &mut report.jobs,
-            ),
-            (
-                &self.inner.executions,
-                doc! { "expires_at": { "$lte": now } },
-                &mut report.executions,
-            ),
-        ] {
-            loop {
-                let started = std::time::Instant::now();
-                let batch: Vec<Document> = self
-                    .timed("pruning", async {
-                        collection
-                            .find(filter.clone())
-                            .projection(doc! { "_id": 1 })
-                            .limit(PRUNE_BATCH)
-                            .await?
-                            .try_collect()
-                            .await
-                    })
-                    .await?;
-                let ids: Vec<Bson> = batch
-                    .into_iter()
-                    .filter_map(|mut d| d.remove("_id"))
-                    .collect();
-                if ids.is_empty() {
-                    break;
-                }
-                let removed = self
-                    .timed(
-                        "pruning",
-                        collection.delete_many(doc! { "_id": { "$in": &ids } }),
-                    )
+        let (jobs, executions) = (
+            doc! { "state": "failed", "expires_at": { "$lte": now } },
+            doc! { "expires_at": { "$lte": now } },
+        );
+        prune_in_batches(|| async {
+            Ok(PruneReport {
+                jobs: self.prune_batch(&self.inner.jobs, &jobs).await?,
+                executions: self
+                    .prune_batch(&self.inner.executions, &executions)
+                    .await?,
+            })
+        })
+        .await
+    }
+
+    /// Removes up to [`PRUNE_BATCH`] documents of `collection` that match `filter`.
+    async fn prune_batch(
+        &self,
+        collection: &Collection<Document>,
+        filter: &Document,
+    ) -> Result<u64> {
+        let batch: Vec<Document> = self
+            .timed("pruning", async {
+                collection
+                    .find(filter.clone())
+                    .projection(doc! { "_id": 1 })
+                    .limit(PRUNE_BATCH as i64)
                     .await?
-                    .deleted_count;
-                *count += removed;
-                if (ids.len() as i64) < PRUNE_BATCH {
-                    break;
-                }
-                rest_between_prune_batches(started.elapsed()).await;
-            }
+                    .try_collect()
+                    .await
+            })
+            .await?;
+        let ids: Vec<Bson> = batch
+            .into_iter()
+            .filter_map(|mut d| d.remove("_id"))
+            .collect();
+        if ids.is_empty() {
+            return Ok(0);
         }
-        Ok(report)
+        Ok(self
+            .timed(
+                "pruning",
+                collection.delete_many(doc! { "_id": { "$in": &ids } }),
+            )
+            .await?
+            .deleted_count)
     }
 }

@@ -1,14 +1,14 @@
 //! Removing jobs and records: cancelling a job that is not running, and pruning failed jobs
 //! and execution records past their retention, in bounded batches.
 
-use dogs_core::{rest_between_prune_batches, Error, ErrorKind, JobId, PruneReport, Result};
+use chrono::{DateTime, Utc};
+use dogs_core::{
+    prune_in_batches, Error, ErrorKind, JobId, JobStore, PruneReport, Result, PRUNE_BATCH,
+};
 
 use crate::error::db_error;
 use crate::sql::{fill, parse_id};
 use crate::store::PostgresStore;
-
-/// How many rows one pruning statement removes.
-const PRUNE_BATCH: i64 = 1000;
 
 /// The removing statements of a schema.
 pub(crate) struct Statements {
@@ -41,13 +41,13 @@ impl Statements {
             ),
             prune_jobs: fill(
                 "DELETE FROM {s}.jobs WHERE id IN (
-                     SELECT id FROM {s}.jobs WHERE state = 'failed' AND expires_at <= {s}.ms_now()
+                     SELECT id FROM {s}.jobs WHERE state = 'failed' AND expires_at <= $2
                      ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED)",
                 s,
             ),
             prune_executions: fill(
                 "DELETE FROM {s}.executions WHERE execution_id IN (
-                     SELECT execution_id FROM {s}.executions WHERE expires_at <= {s}.ms_now()
+                     SELECT execution_id FROM {s}.executions WHERE expires_at <= $2
                      ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED)",
                 s,
             ),
@@ -112,33 +112,34 @@ impl PostgresStore {
         }
     }
 
+    /// Removes what had expired when it began, in batches ([`prune_in_batches`]).
     pub(crate) async fn prune_expired(&self) -> Result<PruneReport> {
-        let mut report = PruneReport::default();
+        let cutoff = JobStore::now(self).await?;
         let statements = &self.inner.sql.remove;
-        for (sql, count) in [
-            (&statements.prune_jobs, &mut report.jobs),
-            (&statements.prune_executions, &mut report.executions),
-        ] {
-            loop {
-                let started = std::time::Instant::now();
-                let removed = self
-                    .attempt("pruning", move || async move {
-                        let mut conn = self.conn().await?;
-                        sqlx::query(sql)
-                            .bind(PRUNE_BATCH)
-                            .execute(&mut *conn)
-                            .await
-                            .map_err(|e| db_error("pruning", e))
-                    })
-                    .await?
-                    .rows_affected();
-                *count += removed;
-                if removed < PRUNE_BATCH as u64 {
-                    break;
-                }
-                rest_between_prune_batches(started.elapsed()).await;
-            }
-        }
-        Ok(report)
+        prune_in_batches(|| async move {
+            Ok(PruneReport {
+                jobs: self.prune_batch(&statements.prune_jobs, cutoff).await?,
+                executions: self
+                    .prune_batch(&statements.prune_executions, cutoff)
+                    .await?,
+            })
+        })
+        .await
+    }
+
+    /// Runs one pruning statement: up to [`PRUNE_BATCH`] rows expired at `cutoff`.
+    async fn prune_batch(&self, sql: &str, cutoff: DateTime<Utc>) -> Result<u64> {
+        let removed = self
+            .attempt("pruning", move || async move {
+                let mut conn = self.conn().await?;
+                sqlx::query(sql)
+                    .bind(PRUNE_BATCH as i64)
+                    .bind(cutoff)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(|e| db_error("pruning", e))
+            })
+            .await?;
+        Ok(removed.rows_affected())
     }
 }

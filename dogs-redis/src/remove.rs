@@ -1,13 +1,10 @@
 //! Removing jobs and records: cancelling a job that is not running (`lua/cancel.lua`), and
 //! pruning failed jobs and execution records past their retention (`lua/prune.lua`).
 
-use dogs_core::{rest_between_prune_batches, Error, ErrorKind, PruneReport, Result};
+use dogs_core::{prune_in_batches, Error, ErrorKind, JobStore, PruneReport, Result, PRUNE_BATCH};
 
 use crate::error::redis_error;
 use crate::store::RedisStore;
-
-/// How many records one pruning script call removes.
-const PRUNE_BATCH: u64 = 1000;
 
 impl RedisStore {
     pub(crate) async fn cancel_where(&self, mode: &str, a: &str, b: &str) -> Result<bool> {
@@ -33,10 +30,10 @@ impl RedisStore {
         }
     }
 
+    /// Removes what had expired when it began, in batches ([`prune_in_batches`]).
     pub(crate) async fn prune_expired(&self) -> Result<PruneReport> {
-        let mut report = PruneReport::default();
-        loop {
-            let started = std::time::Instant::now();
+        let cutoff = JobStore::now(self).await?.timestamp_millis();
+        prune_in_batches(|| async move {
             let (jobs, executions): (u64, u64) = self
                 .inner
                 .scripts
@@ -44,15 +41,12 @@ impl RedisStore {
                 .key(self.key(&["seq"]))
                 .arg(&self.inner.tag)
                 .arg(PRUNE_BATCH)
+                .arg(cutoff)
                 .invoke_async(&mut self.conn())
                 .await
                 .map_err(|e| redis_error("pruning", e))?;
-            report.jobs += jobs;
-            report.executions += executions;
-            if jobs < PRUNE_BATCH && executions < PRUNE_BATCH {
-                return Ok(report);
-            }
-            rest_between_prune_batches(started.elapsed()).await;
-        }
+            Ok(PruneReport { jobs, executions })
+        })
+        .await
     }
 }

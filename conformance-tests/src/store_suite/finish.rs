@@ -467,3 +467,58 @@ pub async fn execution_retention(ctx: TestContext) {
         vec![lasting]
     );
 }
+
+/// Pruning more expired records than one batch removes (`PRUNE_BATCH`) removes every one of
+/// them, and nothing that has not expired.
+pub async fn prune_many_batches(ctx: TestContext) {
+    let store = ctx.store();
+    let now = store.now().await.unwrap();
+    let count = dogs_core::PRUNE_BATCH as usize * 2 + 500;
+    let expires_at = truncate_millis(now + chrono::Duration::seconds(3));
+    let records: Vec<Execution> = (0..count)
+        .map(|i| {
+            let mut e = execution(
+                &JobId::new(format!("j{i}")),
+                "expiring",
+                &format!("expiring-{i}"),
+                ExecutionStatus::Success,
+                now,
+            );
+            e.expires_at = expires_at;
+            e
+        })
+        .collect();
+    for chunk in records.chunks(16) {
+        let calls = chunk.iter().map(|e| store.record_execution(e));
+        for outcome in futures::future::join_all(calls).await {
+            outcome.unwrap();
+        }
+    }
+    let lasting = execution(
+        &JobId::new("j"),
+        "expiring",
+        "lasting",
+        ExecutionStatus::Success,
+        now,
+    );
+    store.record_execution(&lasting).await.unwrap();
+    wait_past(&*store, expires_at).await;
+    let report = store.prune().await.unwrap();
+    assert!(
+        report.executions as usize > dogs_core::PRUNE_BATCH as usize,
+        "one pass removed {} of {count} expired records, more than one batch",
+        report.executions
+    );
+    assert_eq!(
+        store.prune().await.unwrap().executions,
+        0,
+        "nothing expired is left behind"
+    );
+    assert_eq!(
+        store
+            .executions(&ExecutionQuery::name("expiring").limit(10))
+            .await
+            .unwrap(),
+        vec![lasting]
+    );
+}

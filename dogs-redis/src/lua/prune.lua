@@ -1,6 +1,7 @@
--- Removes up to `limit` failed jobs and `limit` execution records whose retention has ended.
--- ARGV: prefix, limit. Returns the two counts.
-local now = now_ms()
+-- Removes up to `limit` failed jobs and `limit` execution records whose retention had ended at
+-- `cutoff` (ms; the server's clock if absent).
+-- ARGV: prefix, limit, cutoff. Returns the two counts.
+local now = tonumber(ARGV[3]) or now_ms()
 local limit = tonumber(ARGV[2])
 local failed = call('ZRANGEBYSCORE', key('failed'), '-inf', now, 'LIMIT', 0, limit)
 for _, id in ipairs(failed) do
