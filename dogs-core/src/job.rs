@@ -142,14 +142,27 @@ pub fn add_duration(at: DateTime<Utc>, delay: Duration) -> DateTime<Utc> {
         .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
-/// 128 random bits as 32 hex digits: ids of executions and tokens of leases. Drawn from a fast
-/// per-thread generator seeded from the OS, without a system call per id.
+thread_local! {
+    /// A fast generator per thread, seeded from the OS's random source when the thread first
+    /// draws (from the time and the thread's id, where the OS has none to give).
+    static RNG: std::cell::RefCell<fastrand::Rng> = std::cell::RefCell::new(
+        getrandom::u64().map_or_else(|_| fastrand::Rng::new(), fastrand::Rng::with_seed),
+    );
+}
+
+/// 128 random bits from [`RNG`], without a system call per draw.
+fn random_bits() -> u128 {
+    RNG.with(|rng| rng.borrow_mut().u128(..))
+}
+
+/// 128 random bits as 32 hex digits: the tokens of leases. Drawn from a fast generator per
+/// thread, seeded from the OS's random source, so no two processes draw the same sequence.
 pub fn random_id() -> String {
-    format!("{:032x}", fastrand::u128(..))
+    format!("{:032x}", random_bits())
 }
 
 /// A new execution id, as the worker gives each execution it records: 32 hex digits, the first
-/// 12 the milliseconds since the Unix epoch, the other 20 random (80 bits).
+/// 12 the milliseconds since the Unix epoch, the other 20 random.
 ///
 /// Ids made later sort after (to the millisecond, while the clock goes forward), so the stores'
 /// indexes of execution ids grow at their end: a random id would land each new record on a
@@ -160,7 +173,7 @@ pub fn execution_id() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
     let millis = (millis & 0xffff_ffff_ffff) as u64;
-    format!("{millis:012x}{:020x}", fastrand::u128(..) >> 48)
+    format!("{millis:012x}{:020x}", random_bits() >> 48)
 }
 
 /// `at` cut to whole milliseconds, the precision every store keeps.

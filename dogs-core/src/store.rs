@@ -208,6 +208,14 @@ pub trait JobStore: Send + Sync + 'static {
 
     /// Removes failed jobs and execution records whose retention has ended.
     ///
+    /// Removes what had expired when the call began, in batches of up to
+    /// [`PRUNE_BATCH`](crate::PRUNE_BATCH) failed jobs and as many records, resting between
+    /// batches as long as the batch took ([`prune_in_batches`](crate::prune_in_batches)), so a
+    /// large backlog, such as a day of records after pruning was off, takes a while but never
+    /// takes the store from the workers. Each batch is whole on its own: dropping the call (the
+    /// worker set does when it stops) between or during batches loses nothing and leaves the
+    /// rest for the next call.
+    ///
     /// # Behavior
     /// - Afterwards, expired records are gone from the store, not only hidden
     ///   (S-execution-retention, S-fail-terminal).
