@@ -15,7 +15,7 @@ use crate::job::{Job, JobId, RunAt};
 pub struct LeaseToken(String);
 
 impl LeaseToken {
-    /// A fresh random token (128 random bits, as hex).
+    /// A fresh random token (32 hex digits of [`random_id`](crate::random_id)).
     pub fn generate() -> Self {
         LeaseToken(crate::job::random_id())
     }

@@ -156,7 +156,8 @@ fn random_bits() -> u128 {
 }
 
 /// 128 random bits as 32 hex digits: the tokens of leases. Drawn from a fast generator per
-/// thread, seeded from the OS's random source, so no two processes draw the same sequence.
+/// thread (not a cryptographic one: a token fences out a stale holder, it is no secret), seeded
+/// from the OS's random source.
 pub fn random_id() -> String {
     format!("{:032x}", random_bits())
 }

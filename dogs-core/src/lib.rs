@@ -41,7 +41,8 @@ pub use job::{
 };
 pub use limits::{max_run_at, min_run_at, validate_lock_time, MAX_DURATION, MAX_WORKERS_COUNT};
 pub use prune::{
-    prune_in_batches, rest_between_prune_batches, MAX_PRUNE_REST, PRUNE_BATCH, PRUNE_REST_FACTOR,
+    prune_in_batches, rest_between_prune_batches, PruneBatch, MAX_PRUNE_REST, PRUNE_BATCH,
+    PRUNE_REST_FACTOR,
 };
 pub use retry::RetryBackoff;
 pub use schedule::{CronSchedule, NextRunFn, Schedule};

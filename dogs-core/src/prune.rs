@@ -38,22 +38,43 @@ pub async fn rest_between_prune_batches(took: Duration) {
     tokio::time::sleep(rest).await;
 }
 
+/// What one pruning batch did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PruneBatch {
+    /// What the batch removed.
+    pub removed: PruneReport,
+    /// Whether it found a full batch ([`PRUNE_BATCH`]) of expired failed jobs or of expired
+    /// records to remove, so more may be left.
+    pub full: bool,
+}
+
+impl PruneBatch {
+    /// A batch that removed `removed`, full where either count reached [`PRUNE_BATCH`]: for
+    /// stores that remove in one step what they find.
+    pub fn counted(removed: PruneReport) -> Self {
+        PruneBatch {
+            removed,
+            full: removed.jobs >= PRUNE_BATCH || removed.executions >= PRUNE_BATCH,
+        }
+    }
+}
+
 /// Runs `batch` (which removes up to [`PRUNE_BATCH`] expired failed jobs and as many expired
 /// execution records, expired as of one instant the caller fixed, so the loop ends) until a
-/// batch removes fewer of both, resting between batches ([`rest_between_prune_batches`]).
-/// Returns what all the batches removed; an error ends the loop with what it says.
+/// batch is not full, resting between batches ([`rest_between_prune_batches`]). Returns what
+/// all the batches removed; an error ends the loop with what it says.
 pub async fn prune_in_batches<F, Fut>(mut batch: F) -> Result<PruneReport>
 where
     F: FnMut() -> Fut,
-    Fut: Future<Output = Result<PruneReport>>,
+    Fut: Future<Output = Result<PruneBatch>>,
 {
     let mut report = PruneReport::default();
     loop {
         let started = Instant::now();
-        let removed = batch().await?;
-        report.jobs += removed.jobs;
-        report.executions += removed.executions;
-        if removed.jobs < PRUNE_BATCH && removed.executions < PRUNE_BATCH {
+        let done = batch().await?;
+        report.jobs += done.removed.jobs;
+        report.executions += done.removed.executions;
+        if !done.full {
             return Ok(report);
         }
         rest_between_prune_batches(started.elapsed()).await;
@@ -113,7 +134,7 @@ mod tests {
             let jobs = left.0.min(PRUNE_BATCH);
             let executions = left.1.min(PRUNE_BATCH);
             left = (left.0 - jobs, left.1 - executions);
-            async move { Ok(PruneReport { jobs, executions }) }
+            async move { Ok(PruneBatch::counted(PruneReport { jobs, executions })) }
         })
         .await
         .map_err(|e| e.to_string());
@@ -128,6 +149,34 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_full_batch_goes_on_whatever_it_removed() {
+        let mut calls = 0;
+        let report = prune_in_batches(|| {
+            calls += 1;
+            let full = calls < 3;
+            async move {
+                Ok(PruneBatch {
+                    removed: PruneReport {
+                        jobs: 0,
+                        executions: 10,
+                    },
+                    full,
+                })
+            }
+        })
+        .await
+        .map_err(|e| e.to_string());
+        assert_eq!(
+            report,
+            Ok(PruneReport {
+                jobs: 0,
+                executions: 30
+            })
+        );
+        assert_eq!(calls, 3);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn an_error_ends_the_batches() {
         let mut calls = 0;
         let report = prune_in_batches(|| {
@@ -135,10 +184,10 @@ mod tests {
             let first = calls == 1;
             async move {
                 if first {
-                    Ok(PruneReport {
+                    Ok(PruneBatch::counted(PruneReport {
                         jobs: PRUNE_BATCH,
                         executions: 0,
-                    })
+                    }))
                 } else {
                     Err(crate::Error::unavailable("gone"))
                 }

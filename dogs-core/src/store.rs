@@ -210,15 +210,17 @@ pub trait JobStore: Send + Sync + 'static {
     ///
     /// Removes what had expired when the call began, in batches of up to
     /// [`PRUNE_BATCH`](crate::PRUNE_BATCH) failed jobs and as many records, resting between
-    /// batches as long as the batch took ([`prune_in_batches`](crate::prune_in_batches)), so a
+    /// batches as long as the batch took, at most a second
+    /// ([`prune_in_batches`](crate::prune_in_batches)), so a
     /// large backlog, such as a day of records after pruning was off, takes a while but never
     /// takes the store from the workers. Each batch is whole on its own: dropping the call (the
     /// worker set does when it stops) between or during batches loses nothing and leaves the
     /// rest for the next call.
     ///
     /// # Behavior
-    /// - Afterwards, expired records are gone from the store, not only hidden
-    ///   (S-execution-retention, S-fail-terminal).
+    /// - Afterwards, what had expired when the call began is gone from the store, not only
+    ///   hidden, unless another call was removing it at the same time (S-execution-retention,
+    ///   S-fail-terminal).
     async fn prune(&self) -> Result<PruneReport>;
 
     /// A signal that fires when a job may have become claimable, for stores that can notify.

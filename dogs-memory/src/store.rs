@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use dogs_core::{
-    async_trait, prune_in_batches, truncate_millis, ClaimRequest, Claimed, Completion, Execution,
-    ExecutionQuery, Finish, Job, JobCounts, JobId, JobQuery, JobStore, Lease, NewJob, PruneReport,
+    async_trait, truncate_millis, ClaimRequest, Claimed, Completion, Execution, ExecutionQuery,
+    Finish, Job, JobCounts, JobId, JobQuery, JobStore, Lease, NewJob, PruneBatch, PruneReport,
     RecurrentRegistration, Result, Scheduled, WakeUpSender, WakeUps, PRUNE_BATCH,
 };
 use tokio::sync::watch;
@@ -262,9 +262,19 @@ impl JobStore for MemoryStore {
     }
 
     async fn prune(&self) -> Result<PruneReport> {
-        // In batches, the lock released between them, so workers keep claiming meanwhile.
+        // In batches, the lock released between them so workers keep claiming meanwhile; no
+        // rest, as there is no server to share.
         let now = MemoryStore::now(self);
-        prune_in_batches(|| async { Ok(self.state().prune(now, PRUNE_BATCH as usize)) }).await
+        let mut report = PruneReport::default();
+        loop {
+            let batch = PruneBatch::counted(self.state().prune(now, PRUNE_BATCH as usize));
+            report.jobs += batch.removed.jobs;
+            report.executions += batch.removed.executions;
+            if !batch.full {
+                return Ok(report);
+            }
+            tokio::task::yield_now().await;
+        }
     }
 
     fn wakeups(&self) -> Option<WakeUps> {

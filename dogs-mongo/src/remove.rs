@@ -1,7 +1,7 @@
 //! Removing jobs and records: cancelling a job that is not running, and pruning failed jobs and
 //! execution records past their retention (beside the TTL indexes, which remove them too).
 
-use dogs_core::{prune_in_batches, Error, ErrorKind, PruneReport, Result, PRUNE_BATCH};
+use dogs_core::{prune_in_batches, Error, ErrorKind, PruneBatch, PruneReport, Result, PRUNE_BATCH};
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Bson, Document};
 use mongodb::Collection;
@@ -49,22 +49,27 @@ impl MongoStore {
             doc! { "expires_at": { "$lte": now } },
         );
         prune_in_batches(|| async {
-            Ok(PruneReport {
-                jobs: self.prune_batch(&self.inner.jobs, &jobs).await?,
-                executions: self
-                    .prune_batch(&self.inner.executions, &executions)
-                    .await?,
+            let (jobs_found, jobs) = self.prune_batch(&self.inner.jobs, &jobs).await?;
+            let (found, executions) = self
+                .prune_batch(&self.inner.executions, &executions)
+                .await?;
+            Ok(PruneBatch {
+                removed: PruneReport { jobs, executions },
+                // Steered by what was found: the TTL monitor may remove some of a batch
+                // between the find and the delete.
+                full: jobs_found >= PRUNE_BATCH || found >= PRUNE_BATCH,
             })
         })
         .await
     }
 
-    /// Removes up to [`PRUNE_BATCH`] documents of `collection` that match `filter`.
+    /// Removes up to [`PRUNE_BATCH`] documents of `collection` that match `filter`: how many it
+    /// found, and how many it removed.
     async fn prune_batch(
         &self,
         collection: &Collection<Document>,
         filter: &Document,
-    ) -> Result<u64> {
+    ) -> Result<(u64, u64)> {
         let batch: Vec<Document> = self
             .timed("pruning", async {
                 collection
@@ -81,14 +86,15 @@ impl MongoStore {
             .filter_map(|mut d| d.remove("_id"))
             .collect();
         if ids.is_empty() {
-            return Ok(0);
+            return Ok((0, 0));
         }
-        Ok(self
+        let removed = self
             .timed(
                 "pruning",
                 collection.delete_many(doc! { "_id": { "$in": &ids } }),
             )
             .await?
-            .deleted_count)
+            .deleted_count;
+        Ok((ids.len() as u64, removed))
     }
 }

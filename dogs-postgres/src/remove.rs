@@ -3,7 +3,8 @@
 
 use chrono::{DateTime, Utc};
 use dogs_core::{
-    prune_in_batches, Error, ErrorKind, JobId, JobStore, PruneReport, Result, PRUNE_BATCH,
+    prune_in_batches, Error, ErrorKind, JobId, JobStore, PruneBatch, PruneReport, Result,
+    PRUNE_BATCH,
 };
 
 use crate::error::db_error;
@@ -117,12 +118,12 @@ impl PostgresStore {
         let cutoff = JobStore::now(self).await?;
         let statements = &self.inner.sql.remove;
         prune_in_batches(|| async move {
-            Ok(PruneReport {
+            Ok(PruneBatch::counted(PruneReport {
                 jobs: self.prune_batch(&statements.prune_jobs, cutoff).await?,
                 executions: self
                     .prune_batch(&statements.prune_executions, cutoff)
                     .await?,
-            })
+            }))
         })
         .await
     }

@@ -1,7 +1,9 @@
 //! Removing jobs and records: cancelling a job that is not running (`lua/cancel.lua`), and
 //! pruning failed jobs and execution records past their retention (`lua/prune.lua`).
 
-use dogs_core::{prune_in_batches, Error, ErrorKind, JobStore, PruneReport, Result, PRUNE_BATCH};
+use dogs_core::{
+    prune_in_batches, Error, ErrorKind, JobStore, PruneBatch, PruneReport, Result, PRUNE_BATCH,
+};
 
 use crate::error::redis_error;
 use crate::store::RedisStore;
@@ -45,7 +47,7 @@ impl RedisStore {
                 .invoke_async(&mut self.conn())
                 .await
                 .map_err(|e| redis_error("pruning", e))?;
-            Ok(PruneReport { jobs, executions })
+            Ok(PruneBatch::counted(PruneReport { jobs, executions }))
         })
         .await
     }
