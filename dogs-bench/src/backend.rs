@@ -68,12 +68,7 @@ impl Backend {
         match self {
             Backend::Memory => Ok(()),
             Backend::Postgres(url) => {
-                let store = dogs_postgres::PostgresStore::builder()
-                    .url(url)
-                    .schema(namespace)
-                    .migrate_on_connect(false)
-                    .connect()
-                    .await?;
+                let store = postgres_as_is(url, namespace).await?;
                 dogs_postgres::sqlx::query(&format!(
                     "DROP SCHEMA IF EXISTS \"{namespace}\" CASCADE"
                 ))
@@ -113,6 +108,17 @@ impl Backend {
             Backend::Mongo(_) => Some("secantusd-rs"),
         }
     }
+}
+
+/// The PostgreSQL store of `namespace` as it is, without migrating it: for writing to or
+/// dropping its schema directly.
+pub async fn postgres_as_is(url: &str, namespace: &str) -> Result<dogs_postgres::PostgresStore> {
+    dogs_postgres::PostgresStore::builder()
+        .url(url)
+        .schema(namespace)
+        .migrate_on_connect(false)
+        .connect()
+        .await
 }
 
 /// A store with its wake-ups hidden, so workers only poll.

@@ -167,12 +167,7 @@ async fn fill(backend: &Backend, namespace: &str, count: usize) -> Outcome<()> {
     let now = Utc::now();
     match backend {
         Backend::Postgres(url) => {
-            let store = dogs_postgres::PostgresStore::builder()
-                .url(url)
-                .schema(namespace)
-                .migrate_on_connect(false)
-                .connect()
-                .await?;
+            let store = crate::backend::postgres_as_is(url, namespace).await?;
             let sql = format!(
                 "INSERT INTO \"{namespace}\".executions (execution_id, job_id, name, kind,
                      priority, tries, params, started_at, ended_at, duration_ms, status,
