@@ -60,6 +60,15 @@ pub fn fast_options() -> WorkerOptions {
     }
 }
 
+/// [`fast_options`] without automatic lease renewal, for cases where an execution is to
+/// outlive its lease.
+pub fn without_renewal() -> WorkerOptions {
+    WorkerOptions {
+        auto_extend: false,
+        ..fast_options()
+    }
+}
+
 /// Schedules `job`, which must be new, and returns its id.
 pub async fn schedule_new(store: &dyn JobStore, job: NewJob) -> JobId {
     match store.schedule(job).await {
@@ -156,6 +165,7 @@ pub struct AlteredClaims {
     inner: Arc<dyn JobStore>,
     alter: fn(&mut ClaimRequest, Duration),
     value: Duration,
+    wakeups: bool,
 }
 
 impl AlteredClaims {
@@ -169,6 +179,7 @@ impl AlteredClaims {
                 }
             },
             value: lock_time,
+            wakeups: true,
         }
     }
 
@@ -178,6 +189,18 @@ impl AlteredClaims {
             inner,
             alter: |request, _| request.limit = request.limit.min(1),
             value: Duration::ZERO,
+            wakeups: true,
+        }
+    }
+
+    /// Claims unchanged, and no wake-ups: workers only poll, and hear of nothing the store
+    /// would tell them.
+    pub fn polling_only(inner: Arc<dyn JobStore>) -> Self {
+        AlteredClaims {
+            inner,
+            alter: |_, _| {},
+            value: Duration::ZERO,
+            wakeups: false,
         }
     }
 }
@@ -265,10 +288,40 @@ impl JobStore for AlteredClaims {
     async fn cancel_unique(&self, name: &str, unique_identifier: &str) -> dogs_core::Result<bool> {
         self.inner.cancel_unique(name, unique_identifier).await
     }
+    async fn retry(&self, id: &JobId) -> dogs_core::Result<bool> {
+        self.inner.retry(id).await
+    }
+    async fn retry_failed_batch(
+        &self,
+        name: &str,
+        limit: usize,
+    ) -> dogs_core::Result<dogs_core::RetryBatch> {
+        self.inner.retry_failed_batch(name, limit).await
+    }
+    async fn set_paused(&self, name: &str, paused: bool) -> dogs_core::Result<()> {
+        self.inner.set_paused(name, paused).await
+    }
+    async fn set_concurrency_limit(&self, name: &str, limit: Option<u32>) -> dogs_core::Result<()> {
+        self.inner.set_concurrency_limit(name, limit).await
+    }
+    async fn name_settings(&self) -> dogs_core::Result<Vec<dogs_core::NameSettings>> {
+        self.inner.name_settings().await
+    }
+    async fn set_progress(
+        &self,
+        lease: &dogs_core::Lease,
+        progress: &serde_json::Value,
+    ) -> dogs_core::Result<()> {
+        self.inner.set_progress(lease, progress).await
+    }
     async fn prune(&self) -> dogs_core::Result<dogs_core::PruneReport> {
         self.inner.prune().await
     }
     fn wakeups(&self) -> Option<dogs_core::WakeUps> {
-        self.inner.wakeups()
+        if self.wakeups {
+            self.inner.wakeups()
+        } else {
+            None
+        }
     }
 }

@@ -191,6 +191,32 @@ impl JobStore for PollingOnly {
     async fn cancel_unique(&self, name: &str, unique_identifier: &str) -> Result<bool> {
         self.0.cancel_unique(name, unique_identifier).await
     }
+    async fn retry(&self, id: &dogs_core::JobId) -> dogs_core::Result<bool> {
+        self.0.retry(id).await
+    }
+    async fn retry_failed_batch(
+        &self,
+        name: &str,
+        limit: usize,
+    ) -> dogs_core::Result<dogs_core::RetryBatch> {
+        self.0.retry_failed_batch(name, limit).await
+    }
+    async fn set_paused(&self, name: &str, paused: bool) -> dogs_core::Result<()> {
+        self.0.set_paused(name, paused).await
+    }
+    async fn set_concurrency_limit(&self, name: &str, limit: Option<u32>) -> dogs_core::Result<()> {
+        self.0.set_concurrency_limit(name, limit).await
+    }
+    async fn name_settings(&self) -> dogs_core::Result<Vec<dogs_core::NameSettings>> {
+        self.0.name_settings().await
+    }
+    async fn set_progress(
+        &self,
+        lease: &dogs_core::Lease,
+        progress: &serde_json::Value,
+    ) -> dogs_core::Result<()> {
+        self.0.set_progress(lease, progress).await
+    }
     async fn prune(&self) -> Result<dogs_core::PruneReport> {
         self.0.prune().await
     }

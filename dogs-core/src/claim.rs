@@ -59,6 +59,16 @@ pub struct ClaimName {
     pub name: String,
     /// How long a lease on a job of this name lasts.
     pub lock_time: Duration,
+    /// At most this many jobs of this name in this claim (a worker set's per-name limit);
+    /// `None` for no cap beyond the request's limit.
+    pub max: Option<usize>,
+}
+
+impl ClaimName {
+    /// The most jobs of this name a claim of `limit` may lease: `limit`, cut to `max`.
+    pub fn cap(&self, limit: usize) -> usize {
+        self.max.map_or(limit, |max| max.min(limit))
+    }
 }
 
 /// What [`JobStore::claim`](crate::JobStore::claim) looks for.
@@ -85,11 +95,20 @@ impl ClaimRequest {
                 .map(|name| ClaimName {
                     name: name.into(),
                     lock_time,
+                    max: None,
                 })
                 .collect(),
             limit,
             worker_id: String::new(),
         }
+    }
+
+    /// Caps the jobs of `name` this claim leases at `max`.
+    pub fn max_of(mut self, name: &str, max: usize) -> Self {
+        for n in self.names.iter_mut().filter(|n| n.name == name) {
+            n.max = Some(max);
+        }
+        self
     }
 
     /// Sets the worker id recorded with the leases.
@@ -190,6 +209,12 @@ pub enum Completion {
     /// The execution was cancelled (the workers shut down): release the lease so another worker
     /// can claim the job at once, and give back the try this claim counted.
     Release,
+    /// The handler asked to run again later without counting a failure: release the lease,
+    /// set the run time, and give back the try this claim counted.
+    Snooze {
+        /// The next run time (relative times count from the store's clock).
+        run_at: RunAt,
+    },
 }
 
 impl Completion {
@@ -198,7 +223,9 @@ impl Completion {
     /// `MAX_DURATION`; anything else is `InvalidInput`.
     pub fn validate(&self) -> crate::Result<()> {
         match self {
-            Completion::Reschedule { run_at, .. } => crate::limits::check_run_at(*run_at),
+            Completion::Reschedule { run_at, .. } | Completion::Snooze { run_at } => {
+                crate::limits::check_run_at(*run_at)
+            }
             Completion::Fail { retain_for, .. } if *retain_for > crate::MAX_DURATION => {
                 Err(crate::Error::invalid_input(format!(
                     "a failed job's retention is {retain_for:?}, longer than 100 years"

@@ -251,6 +251,24 @@ mod tests {
         async fn prune(&self) -> Result<PruneReport> {
             not_used()
         }
+        async fn retry(&self, _: &JobId) -> Result<bool> {
+            not_used()
+        }
+        async fn retry_failed_batch(&self, _: &str, _: usize) -> Result<crate::RetryBatch> {
+            not_used()
+        }
+        async fn set_paused(&self, _: &str, _: bool) -> Result<()> {
+            not_used()
+        }
+        async fn set_concurrency_limit(&self, _: &str, _: Option<u32>) -> Result<()> {
+            not_used()
+        }
+        async fn name_settings(&self) -> Result<Vec<crate::NameSettings>> {
+            not_used()
+        }
+        async fn set_progress(&self, _: &Lease, _: &serde_json::Value) -> Result<()> {
+            not_used()
+        }
     }
 
     fn finish(id: &str) -> Finish {

@@ -191,15 +191,40 @@ impl JobContext {
     /// `InvalidInput` for a zero `lock_time` or one over [`MAX_DURATION`](crate::MAX_DURATION).
     pub async fn extend_lock_time(&self, lock_time: Duration) -> Result<()> {
         crate::validate_lock_time(lock_time)?;
-        let Some(keeper) = &self.inner.lease else {
+        if self.inner.lease.is_none() {
             return Ok(());
-        };
+        }
         if self.inner.cancel.is_cancelled() {
             return Err(Error::new(
                 ErrorKind::LockLost,
                 format!("job {}: the execution was cancelled", self.inner.id),
             ));
         }
+        self.renew(lock_time).await
+    }
+
+    /// Stores a progress value on the running job, read back as
+    /// [`Job::progress`](crate::Job::progress) by [`get_job`](crate::JobStore::get_job) and
+    /// [`list_jobs`](crate::JobStore::list_jobs) (a dashboard shows it).
+    ///
+    /// Fails with `LockLost` when the lease is no longer this execution's, and as params are
+    /// checked for a value no store can keep (`InvalidInput`, `TooLarge`). A detached context
+    /// stores nothing.
+    pub async fn set_progress(&self, progress: impl serde::Serialize) -> Result<()> {
+        let value = serde_json::to_value(progress).map_err(|e| {
+            Error::invalid_input(format!("the progress cannot be written as JSON: {e}"))
+        })?;
+        let Some(keeper) = &self.inner.lease else {
+            return Ok(());
+        };
+        keeper.store.set_progress(&keeper.lease, &value).await
+    }
+
+    /// Extends the lease, also after the cancellation signal fired (automatic renewal).
+    pub(crate) async fn renew(&self, lock_time: Duration) -> Result<()> {
+        let Some(keeper) = &self.inner.lease else {
+            return Ok(());
+        };
         let asked_at = Instant::now();
         let seq = keeper
             .extensions

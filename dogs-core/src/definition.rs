@@ -77,11 +77,40 @@ pub type OnError = Arc<dyn Fn(&ExecutionFailure) -> ErrorAction + Send + Sync>;
 /// Called once when an execution outlives its lease and is stopped.
 pub type OnStale = Arc<dyn Fn(&ExecutionFailure) + Send + Sync>;
 
+/// What a handler returns (as its error) to run again after a delay without counting a
+/// failure: the job is rescheduled then, the try this run counted is given back, and the
+/// execution is recorded as `snoozed`.
+///
+/// ```
+/// use std::time::Duration;
+/// use dogs_core::prelude::*;
+///
+/// let poll = EventJob::new("poll-export", |_: (), _ctx: JobContext| async move {
+///     let ready = false;
+///     if !ready {
+///         return Err(Snooze(Duration::from_secs(30)).into());
+///     }
+///     Ok(())
+/// });
+/// # let _ = poll;
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Snooze(pub Duration);
+
+impl fmt::Display for Snooze {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "snoozed for {:?}", self.0)
+    }
+}
+
+impl std::error::Error for Snooze {}
+
 /// What a handler's run produced, with params and result as JSON.
 pub(crate) enum RunOutcome {
     Success(Value),
     Error(String),
     BadParams(String),
+    Snooze(Duration),
 }
 
 pub(crate) type RunFuture = Pin<Box<dyn Future<Output = RunOutcome> + Send>>;
@@ -111,7 +140,10 @@ impl<H: JobHandler> ErasedHandler for Typed<H> {
                     Ok(value) => RunOutcome::Success(value),
                     Err(e) => RunOutcome::Error(format!("the result could not be serialized: {e}")),
                 },
-                Err(e) => RunOutcome::Error(error_text(&*e)),
+                Err(e) => match e.downcast_ref::<Snooze>() {
+                    Some(Snooze(delay)) => RunOutcome::Snooze(*delay),
+                    None => RunOutcome::Error(error_text(&*e)),
+                },
             }
         })
     }
@@ -170,6 +202,9 @@ pub struct JobDefinition {
     pub(crate) on_error: Option<OnError>,
     pub(crate) on_stale: Option<OnStale>,
     pub(crate) save_executions_for: Duration,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) auto_extend: Option<bool>,
+    pub(crate) max_parallel: Option<usize>,
 }
 
 impl fmt::Debug for JobDefinition {
@@ -185,6 +220,9 @@ impl fmt::Debug for JobDefinition {
             .field("on_error", &self.on_error.is_some())
             .field("on_stale", &self.on_stale.is_some())
             .field("save_executions_for", &self.save_executions_for)
+            .field("timeout", &self.timeout)
+            .field("auto_extend", &self.auto_extend)
+            .field("max_parallel", &self.max_parallel)
             .finish()
     }
 }
@@ -200,6 +238,9 @@ impl JobDefinition {
             on_error: None,
             on_stale: None,
             save_executions_for: DEFAULT_SAVE_EXECUTIONS_FOR,
+            timeout: None,
+            auto_extend: None,
+            max_parallel: None,
         }
     }
 
@@ -224,6 +265,15 @@ impl JobDefinition {
         }
         crate::limits::check_duration("save_executions_for", self.save_executions_for)
             .map_err(in_job)?;
+        if let Some(timeout) = self.timeout {
+            crate::limits::check_positive("timeout", timeout).map_err(in_job)?;
+        }
+        if self.max_parallel == Some(0) {
+            return Err(Error::config(format!(
+                "job '{}': max_parallel must be at least 1",
+                self.name
+            )));
+        }
         match &self.kind {
             DefinitionKind::Event { max_tries } if *max_tries == 0 => Err(Error::config(format!(
                 "job '{}': max_tries must be at least 1",
@@ -316,6 +366,29 @@ pub trait JobOptions: Sized {
     /// How long execution records are kept (default 7 days); zero keeps none.
     fn save_executions_for(mut self, keep: Duration) -> Self {
         self.definition_mut().save_executions_for = keep;
+        self
+    }
+
+    /// The longest an execution may run, apart from its lease: one that runs longer is
+    /// stopped (its cancellation signal fires, then it is aborted) and counts as an error
+    /// `"timed out"`, retried by the usual policy. None by default.
+    fn timeout(mut self, timeout: Duration) -> Self {
+        self.definition_mut().timeout = Some(timeout);
+        self
+    }
+
+    /// Whether the lease renews itself while the handler runs, every third of `lock_time`,
+    /// overriding [`WorkerOptions::auto_extend`](crate::WorkerOptions) (on by default).
+    fn auto_extend(mut self, auto_extend: bool) -> Self {
+        self.definition_mut().auto_extend = Some(auto_extend);
+        self
+    }
+
+    /// At most this many executions of this job at once in one worker set, beside
+    /// `workers_count` (the original library's `maxParallelExecutionsPerServer`). For a limit
+    /// across every process, see [`JobStore::set_concurrency_limit`](crate::JobStore).
+    fn max_parallel(mut self, max_parallel: usize) -> Self {
+        self.definition_mut().max_parallel = Some(max_parallel);
         self
     }
 }

@@ -11,7 +11,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tracing::warn;
 
-use crate::claim::{ClaimRequest, Claimed, ClaimedJob, Completion, Finish};
+use crate::claim::{Claimed, ClaimedJob, Completion, Finish};
 use crate::error::ErrorKind;
 use crate::prefetch::{max_wait, Pace, Queue, Waiting};
 use crate::worker::{later, Shared};
@@ -68,15 +68,17 @@ pub(crate) async fn dispatch(shared: Arc<Shared>) {
             if let Some(wakeups) = &mut wakeups {
                 wakeups.mark_seen();
             }
-            let request = ClaimRequest {
-                limit: wanted,
-                ..shared.claim.clone()
-            };
-            let store = Arc::clone(&shared.store);
-            claim = Some(Box::pin(async move {
-                let asked_at = Instant::now();
-                (store.claim(&request).await, asked_at, request.limit)
-            }));
+            match shared.claim_request(wanted) {
+                Some(request) => {
+                    let store = Arc::clone(&shared.store);
+                    claim = Some(Box::pin(async move {
+                        let asked_at = Instant::now();
+                        (store.claim(&request).await, asked_at, request.limit)
+                    }));
+                }
+                // Every name is at its `max_parallel`: look again when one of them ends.
+                None => look_at = Some(later(Instant::now(), shared.options.poll_interval)),
+            }
         }
 
         let idle = claim.is_none() && look_at.is_some();
@@ -119,6 +121,7 @@ pub(crate) async fn dispatch(shared: Arc<Shared>) {
             }
             _ = sleep_until_some(look_at), if idle => look_at = None,
             _ = wait_for_wakeup => look_at = None,
+            _ = shared.name_freed.notified(), if !shared.name_caps.is_empty() => look_at = None,
             // A job that waits for a slot past its time is given back then, so another worker
             // can take it at once.
             _ = sleep_until_some(expires), if expires.is_some() && reserved.is_empty() => {
@@ -182,6 +185,9 @@ fn take(
 ) -> Option<Instant> {
     let wait = next_look(shared, &claimed, timing);
     let mut jobs = claimed.jobs;
+    for job in &jobs {
+        shared.hold(&job.job.name);
+    }
     if jobs.len() > asked {
         // More than asked (a store that ignores the limit): the extra ones are given back.
         give_back(shared, jobs.split_off(asked));
@@ -230,6 +236,9 @@ async fn shut_down(shared: &Shared, mut queue: Queue, claim: Option<ClaimCall>) 
     release(shared, queue.drain()).await;
     if let Some(call) = claim {
         if let (Ok(claimed), _, _) = call.await {
+            for job in &claimed.jobs {
+                shared.hold(&job.job.name);
+            }
             release(shared, claimed.jobs).await;
         }
     }
@@ -280,6 +289,9 @@ fn give_back(shared: &Arc<Shared>, jobs: Vec<ClaimedJob>) {
 /// Gives back jobs claimed but not to be run, so another worker takes them at once (the try
 /// their claim counted with them).
 async fn release(shared: &Shared, jobs: Vec<ClaimedJob>) {
+    for job in &jobs {
+        shared.unhold(&job.job.name);
+    }
     let mut jobs = jobs;
     while !jobs.is_empty() {
         let rest = jobs.split_off(jobs.len().min(RELEASE_BATCH));

@@ -37,7 +37,11 @@ pub(crate) async fn execute(
     );
     async {
         match shared.definitions.get(&claimed.job.name) {
-            Some(definition) => run_claimed(&shared, definition, claimed, timing, permit).await,
+            Some(definition) => {
+                let name = claimed.job.name.clone();
+                run_claimed(&shared, definition, claimed, timing, permit).await;
+                shared.unhold(&name);
+            }
             None => {
                 // Only names of this worker set are claimed; release anything else untouched.
                 warn!("claimed a job this worker set does not define; releasing it");
@@ -94,6 +98,43 @@ enum First {
     Stale,
     LeaseLost,
     Cancelled,
+    /// Its job was cancelled in the store while it ran.
+    CancelledInStore,
+    /// It ran past its job's `timeout`.
+    TimedOut,
+}
+
+/// Removes an execution from the set's running executions when it ends.
+struct Registered<'a> {
+    shared: &'a Shared,
+    id: crate::JobId,
+    name: String,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.shared
+            .running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&self.id);
+        crate::metrics::stopped(&self.name);
+    }
+}
+
+/// Renews the lease every third of `lock_time` until the execution ends; a renewal refused
+/// with `LockLost` fires the execution's lost signal (through `extend`).
+async fn renew(ctx: JobContext, lock_time: Duration) {
+    let every = (lock_time / 3).max(Duration::from_millis(1));
+    loop {
+        tokio::time::sleep(every).await;
+        if let Err(e) = ctx.renew(lock_time).await {
+            if e.kind() == crate::ErrorKind::LockLost {
+                return;
+            }
+            warn!(error = %e, "renewing the lease failed; trying again at the next renewal");
+        }
+    }
 }
 
 async fn run_claimed(
@@ -129,7 +170,19 @@ async fn run_claimed(
     let (end_tx, end_rx) = watch::channel(lease);
     let cancel = CancellationToken::new();
     let lost = CancellationToken::new();
+    let in_store = CancellationToken::new();
     let job = &claimed.job;
+    shared
+        .running
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(job.id.clone(), in_store.clone());
+    crate::metrics::started(&claimed, clock.now());
+    let _registered = Registered {
+        shared,
+        id: job.id.clone(),
+        name: job.name.clone(),
+    };
     let ctx = JobContext::new(
         job.id.clone(),
         job.name.clone(),
@@ -155,12 +208,28 @@ async fn run_claimed(
             .map_err(|panic| crate::panic_text(&*panic));
         (outcome, Instant::now())
     });
+    let auto_extend = definition.auto_extend.unwrap_or(shared.options.auto_extend);
+    let renewing = async {
+        if auto_extend {
+            renew(ctx.clone(), lock_time).await;
+        }
+        std::future::pending::<()>().await
+    };
+    let timeout = async {
+        match definition.timeout {
+            Some(timeout) => tokio::time::sleep(timeout).await,
+            None => std::future::pending().await,
+        }
+    };
     let first = tokio::select! {
         biased;
         _ = lost.cancelled() => First::LeaseLost,
         joined = &mut handler => First::Returned(joined),
+        _ = in_store.cancelled() => First::CancelledInStore,
         _ = stop_point(end_rx.clone()) => First::Stale,
+        _ = timeout => First::TimedOut,
         _ = shared.cancel_running.cancelled() => First::Cancelled,
+        _ = renewing => First::LeaseLost,
     };
     let stop_at = || end_rx.borrow().stop_at();
     let (ending, still_running) = match first {
@@ -177,10 +246,28 @@ async fn run_claimed(
             None,
         ),
         First::Returned(Err(_)) => (Ending::Cancelled, None),
-        First::LeaseLost => match stop(&cancel, handler, lease.grace()).await {
-            Stopped::Running(handler) => (Ending::LeaseLost, Some(handler)),
-            Stopped::Returned(_) => (Ending::LeaseLost, None),
+        First::LeaseLost => {
+            let stopped = stop(&cancel, handler, lease.grace()).await;
+            // A lease lost because an operator cancelled the job is a cancellation.
+            let ending = if crate::cancel::is_cancelled(shared, &job.id).await {
+                Ending::CancelledInStore
+            } else {
+                Ending::LeaseLost
+            };
+            match stopped {
+                Stopped::Running(handler) => (ending, Some(handler)),
+                Stopped::Returned(_) => (ending, None),
+            }
+        }
+        First::CancelledInStore => match stop(&cancel, handler, lease.grace()).await {
+            Stopped::Running(handler) => (Ending::CancelledInStore, Some(handler)),
+            Stopped::Returned(_) => (Ending::CancelledInStore, None),
         },
+        First::TimedOut => {
+            let fired = Instant::now();
+            let stopped = stop(&cancel, handler, lease.grace()).await;
+            settle(stopped, fired, stop_at(), Ending::TimedOut)
+        }
         First::Stale => {
             let fired = Instant::now();
             let grace = end_rx.borrow().grace();

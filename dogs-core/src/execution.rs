@@ -21,12 +21,15 @@ pub enum ExecutionStatus {
     Stale,
     /// The execution failed and the job was failed for good.
     Failed,
-    /// The execution was stopped because the workers shut down.
+    /// The execution was stopped because the workers shut down, or its job was cancelled while
+    /// it ran.
     Cancelled,
+    /// The handler asked to run again later ([`Snooze`](crate::Snooze)); no failure was counted.
+    Snoozed,
 }
 
 impl ExecutionStatus {
-    /// The status as stored: `success`, `error`, `stale`, `failed` or `cancelled`.
+    /// The status as stored: `success`, `error`, `stale`, `failed`, `cancelled` or `snoozed`.
     pub fn as_str(self) -> &'static str {
         match self {
             ExecutionStatus::Success => "success",
@@ -34,6 +37,7 @@ impl ExecutionStatus {
             ExecutionStatus::Stale => "stale",
             ExecutionStatus::Failed => "failed",
             ExecutionStatus::Cancelled => "cancelled",
+            ExecutionStatus::Snoozed => "snoozed",
         }
     }
 
@@ -45,6 +49,7 @@ impl ExecutionStatus {
             "stale" => ExecutionStatus::Stale,
             "failed" => ExecutionStatus::Failed,
             "cancelled" => ExecutionStatus::Cancelled,
+            "snoozed" => ExecutionStatus::Snoozed,
             _ => return None,
         })
     }

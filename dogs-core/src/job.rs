@@ -196,6 +196,21 @@ pub struct NewJob {
     /// With the name, identifies the job among live jobs: a second job with the same pair is a
     /// duplicate.
     pub unique_identifier: Option<String>,
+    /// What a duplicate does: keep the live job as it is (the default), or replace a pending
+    /// one's params, run time and priority.
+    pub on_duplicate: OnDuplicate,
+}
+
+/// What scheduling a job whose (name, unique identifier) a live job already has does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub enum OnDuplicate {
+    /// The live job is kept unchanged: [`Scheduled::Duplicate`].
+    #[default]
+    Keep,
+    /// A pending live job takes the new params, run time and priority and keeps its id
+    /// ([`Scheduled::Replaced`]); with a run time ahead, this debounces. A running job is left
+    /// alone ([`Scheduled::Duplicate`]).
+    Replace,
 }
 
 impl NewJob {
@@ -207,6 +222,7 @@ impl NewJob {
             priority: DEFAULT_PRIORITY,
             run_at: RunAt::Now,
             unique_identifier: None,
+            on_duplicate: OnDuplicate::Keep,
         }
     }
 
@@ -225,6 +241,12 @@ impl NewJob {
     /// Sets the unique identifier.
     pub fn unique_identifier(mut self, unique_identifier: impl Into<String>) -> Self {
         self.unique_identifier = Some(unique_identifier.into());
+        self
+    }
+
+    /// Sets what a duplicate does (see [`OnDuplicate`]).
+    pub fn on_duplicate(mut self, on_duplicate: OnDuplicate) -> Self {
+        self.on_duplicate = on_duplicate;
         self
     }
 
@@ -324,21 +346,25 @@ fn validate_text(what: &str, text: &str, max: usize) -> Result<()> {
 pub enum Scheduled {
     /// A new job was stored with this id.
     Created(JobId),
-    /// A live job with the same name and unique identifier exists already; it is kept unchanged.
+    /// A live job with the same name and unique identifier exists already; it is kept unchanged
+    /// (also with [`OnDuplicate::Replace`] when it is running).
     Duplicate(JobId),
+    /// A pending job with the same name and unique identifier took the new params, run time
+    /// and priority ([`OnDuplicate::Replace`]); it keeps its id.
+    Replaced(JobId),
 }
 
 impl Scheduled {
     /// The id of the new or existing job.
     pub fn id(&self) -> &JobId {
         match self {
-            Scheduled::Created(id) | Scheduled::Duplicate(id) => id,
+            Scheduled::Created(id) | Scheduled::Duplicate(id) | Scheduled::Replaced(id) => id,
         }
     }
 
-    /// Whether the call found an existing job instead of storing one.
+    /// Whether the call found an existing job instead of storing one (kept or replaced).
     pub fn is_duplicate(&self) -> bool {
-        matches!(self, Scheduled::Duplicate(_))
+        matches!(self, Scheduled::Duplicate(_) | Scheduled::Replaced(_))
     }
 }
 
@@ -398,6 +424,15 @@ pub struct Job {
     pub schedule_key: Option<String>,
     /// When it was first stored.
     pub created_at: DateTime<Utc>,
+    /// The progress its running handler last reported
+    /// ([`JobContext::set_progress`](crate::JobContext::set_progress)); cleared when it is
+    /// rescheduled or retried.
+    #[serde(default)]
+    pub progress: Option<Value>,
+    /// Whether its name is paused ([`JobStore::pause`](crate::JobStore::pause)): no worker
+    /// claims it until the name is resumed.
+    #[serde(default)]
+    pub paused: bool,
 }
 
 /// Which jobs [`JobStore::list_jobs`](crate::JobStore::list_jobs) returns.
@@ -491,6 +526,10 @@ pub struct JobCounts {
     pub running: u64,
     /// Jobs failed for good and not yet removed.
     pub failed: u64,
+    /// Whether the name is paused: no worker claims its jobs until it is resumed. A paused name
+    /// is counted even when it has no jobs.
+    #[serde(default)]
+    pub paused: bool,
 }
 
 impl JobCounts {
@@ -510,6 +549,69 @@ impl JobCounts {
         }
         counts.into_values().collect()
     }
+}
+
+/// What is stored about a job name itself, apart from its jobs: set by
+/// [`JobStore::pause`](crate::JobStore::pause) and
+/// [`JobStore::set_concurrency_limit`](crate::JobStore::set_concurrency_limit).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NameSettings {
+    /// The job name.
+    pub name: String,
+    /// No worker of any process claims its jobs.
+    pub paused: bool,
+    /// At most this many of its executions run at once across every process.
+    pub concurrency_limit: Option<u32>,
+}
+
+impl JobCounts {
+    /// Marks the paused names of `settings` in `counts`, adding an entry (with no jobs) for a
+    /// paused name that has none; keeps `counts` sorted by name.
+    pub fn mark_paused(counts: &mut Vec<JobCounts>, settings: &[NameSettings]) {
+        for setting in settings.iter().filter(|s| s.paused) {
+            match counts.binary_search_by(|c| c.name.as_str().cmp(&setting.name)) {
+                Ok(i) => counts[i].paused = true,
+                Err(i) => counts.insert(
+                    i,
+                    JobCounts {
+                        name: setting.name.clone(),
+                        paused: true,
+                        ..JobCounts::default()
+                    },
+                ),
+            }
+        }
+    }
+}
+
+impl Job {
+    /// Marks the jobs of `settings`' paused names as paused.
+    pub fn mark_paused(jobs: &mut [Job], settings: &[NameSettings]) {
+        for job in jobs {
+            job.paused = settings.iter().any(|s| s.paused && s.name == job.name);
+        }
+    }
+}
+
+/// The error a job cancelled while it ran is failed with: it stays visible as failed (and can
+/// be retried) for [`CANCELLED_RETENTION`], and the worker that ran it records its execution as
+/// `cancelled`.
+pub const CANCELLED_ERROR: &str = "cancelled while running";
+
+/// How long a job cancelled while it ran stays visible as failed: 7 days.
+pub const CANCELLED_RETENTION: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
+/// The most failed jobs one batch of [`JobStore::retry_failed`](crate::JobStore::retry_failed)
+/// puts back.
+pub const RETRY_BATCH: usize = 1000;
+
+/// What one batch of [`JobStore::retry_failed_batch`](crate::JobStore::retry_failed_batch) did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetryBatch {
+    /// How many failed jobs it put back.
+    pub retried: u64,
+    /// Whether it found as many failed jobs as it was allowed, so more may be left.
+    pub full: bool,
 }
 
 /// What a pruning pass removed.

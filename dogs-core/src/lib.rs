@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod batch;
+mod cancel;
 mod claim;
 mod completer;
 mod context;
@@ -12,6 +13,7 @@ mod execution;
 mod hooks;
 mod job;
 mod limits;
+pub mod metrics;
 mod outcome;
 mod prefetch;
 mod prune;
@@ -30,14 +32,15 @@ pub use claim::{
 pub use context::JobContext;
 pub use definition::{
     ErrorAction, EventJob, ExecutionFailure, HandlerError, JobDefinition, JobHandler, JobOptions,
-    OnError, OnStale, RecurrentJob, DEFAULT_MAX_TRIES, DEFAULT_SAVE_EXECUTIONS_FOR,
+    OnError, OnStale, RecurrentJob, Snooze, DEFAULT_MAX_TRIES, DEFAULT_SAVE_EXECUTIONS_FOR,
 };
 pub use error::{redact_url, Error, ErrorKind, Result};
 pub use execution::{Execution, ExecutionQuery, ExecutionStatus};
 pub use job::{
     add_duration, execution_id, params_size, random_id, truncate_millis, validate_name, Job,
-    JobCounts, JobId, JobKind, JobQuery, JobState, NewJob, PruneReport, RecurrentRegistration,
-    RunAt, Scheduled, DEFAULT_PRIORITY, MAX_NAME_BYTES, MAX_UNIQUE_IDENTIFIER_BYTES,
+    JobCounts, JobId, JobKind, JobQuery, JobState, NameSettings, NewJob, OnDuplicate, PruneReport,
+    RecurrentRegistration, RetryBatch, RunAt, Scheduled, CANCELLED_ERROR, CANCELLED_RETENTION,
+    DEFAULT_PRIORITY, MAX_NAME_BYTES, MAX_UNIQUE_IDENTIFIER_BYTES, RETRY_BATCH,
 };
 pub use limits::{max_run_at, min_run_at, validate_lock_time, MAX_DURATION, MAX_WORKERS_COUNT};
 pub use prune::{
@@ -47,8 +50,8 @@ pub use prune::{
 pub use retry::RetryBackoff;
 pub use schedule::{CronSchedule, NextRunFn, Schedule};
 pub use scheduling::{schedule_job, schedule_job_by_name, ScheduleOptions};
-pub use store::JobStore;
-pub use wakeup::{listen_with_reconnect, WakeUpSender, WakeUps};
+pub use store::{validate_concurrency_limit, validate_progress, JobStore};
+pub use wakeup::{listen_with_reconnect, Notice, WakeUpSender, WakeUps};
 pub use worker::{start_workers, OnMaxTries, WorkerOptions, Workers, SHUTDOWN_SAVE_TIME};
 
 /// Re-exported so handlers and stores name the same types as dogs.
@@ -61,7 +64,7 @@ pub use tokio_util::sync::CancellationToken;
 pub mod prelude {
     pub use crate::{
         schedule_job, schedule_job_by_name, start_workers, ErrorAction, EventJob, HandlerError,
-        JobContext, JobHandler, JobOptions, JobStore, RecurrentJob, RunAt, ScheduleOptions,
-        Scheduled, WorkerOptions, Workers,
+        JobContext, JobHandler, JobOptions, JobStore, OnDuplicate, RecurrentJob, RunAt,
+        ScheduleOptions, Scheduled, Snooze, WorkerOptions, Workers,
     };
 }

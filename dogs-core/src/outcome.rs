@@ -35,6 +35,10 @@ pub(crate) enum Ending {
     LeaseLost,
     /// The workers shut down: the handler was stopped.
     Cancelled,
+    /// Its job was cancelled in the store while it ran: the handler was stopped.
+    CancelledInStore,
+    /// It ran past its job's `timeout`: the handler was stopped.
+    TimedOut,
     /// Not run: its last claims all ended without a finished execution.
     Exhausted,
     /// Not run: the claim was answered after the point where the execution would be stopped.
@@ -110,6 +114,13 @@ impl<'a> Outcome<'a> {
     /// unavailable until `lease_ends` (by the local clock).
     pub(crate) async fn finish(&self, ending: Ending, lease_ends: Instant) {
         let decision = self.decide(ending);
+        if decision.status != ExecutionStatus::Cancelled || decision.error.is_some() {
+            crate::metrics::ended(
+                &self.claimed.job.name,
+                decision.status,
+                self.started.elapsed(),
+            );
+        }
         let mut record = self.record(&decision);
         let Some(completion) = &decision.completion else {
             if let Some(record) = &record {
@@ -155,6 +166,23 @@ impl<'a> Outcome<'a> {
                 error: None,
                 result: Some(value),
                 completion: Some(self.after_success()),
+                max_tries: None,
+            },
+            Ending::Ran(RunOutcome::Snooze(delay)) => Decision {
+                status: ExecutionStatus::Snoozed,
+                error: None,
+                result: None,
+                completion: Some(Completion::Snooze {
+                    run_at: RunAt::In(capped(delay)),
+                }),
+                max_tries: None,
+            },
+            Ending::TimedOut => self.after_error("timed out".to_owned()),
+            Ending::CancelledInStore => Decision {
+                status: ExecutionStatus::Cancelled,
+                error: Some("the job was cancelled while it ran".to_owned()),
+                result: None,
+                completion: None,
                 max_tries: None,
             },
             Ending::Ran(RunOutcome::BadParams(message)) if job.kind == JobKind::Event => {

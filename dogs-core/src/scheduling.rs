@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use crate::definition::EventJob;
 use crate::error::{Error, ErrorKind, Result};
-use crate::job::{NewJob, RunAt, Scheduled, DEFAULT_PRIORITY};
+use crate::job::{NewJob, OnDuplicate, RunAt, Scheduled, DEFAULT_PRIORITY};
 use crate::store::JobStore;
 
 /// When and how a job is scheduled. Every field has a default: due now, the definition's
@@ -32,6 +32,9 @@ pub struct ScheduleOptions {
     /// With the name, identifies the job among live jobs: scheduling it again while the first is
     /// pending or running returns [`Scheduled::Duplicate`].
     pub unique_identifier: Option<String>,
+    /// What a duplicate does: keep the live job (default), or replace a pending one's params,
+    /// run time and priority ([`OnDuplicate::Replace`]: with a run time ahead, a debounce).
+    pub on_duplicate: OnDuplicate,
 }
 
 impl ScheduleOptions {
@@ -68,6 +71,13 @@ impl ScheduleOptions {
         self
     }
 
+    /// Replaces a pending duplicate's params, run time and priority instead of keeping it
+    /// ([`OnDuplicate::Replace`]).
+    pub fn replace_duplicate(mut self) -> Self {
+        self.on_duplicate = OnDuplicate::Replace;
+        self
+    }
+
     pub(crate) fn into_new_job(self, name: String, params: Value, default_priority: i32) -> NewJob {
         NewJob {
             name,
@@ -75,6 +85,7 @@ impl ScheduleOptions {
             priority: self.priority.unwrap_or(default_priority),
             run_at: self.run_at,
             unique_identifier: self.unique_identifier,
+            on_duplicate: self.on_duplicate,
         }
     }
 }
@@ -94,7 +105,18 @@ where
     S: JobStore + ?Sized,
     P: Serialize + DeserializeOwned + Send + 'static,
 {
-    store.schedule(job.new_job(params, options)?).await
+    scheduled(store, job.new_job(params, options)?).await
+}
+
+/// Stores one job, in a span of its own, and counts it.
+async fn scheduled<S: JobStore + ?Sized>(store: &S, job: NewJob) -> Result<Scheduled> {
+    let span = tracing::info_span!("dogs.schedule", job.name = %job.name);
+    let name = job.name.clone();
+    let outcome = tracing::Instrument::instrument(store.schedule(job), span).await?;
+    if matches!(outcome, Scheduled::Created(_)) {
+        crate::metrics::scheduled(&name, 1);
+    }
+    Ok(outcome)
 }
 
 /// Schedules an event job by name, with params of any serializable type (stored as JSON).
@@ -112,9 +134,11 @@ where
     P: Serialize + ?Sized,
 {
     let params = params_to_json(name, params)?;
-    store
-        .schedule(options.into_new_job(name.to_owned(), params, DEFAULT_PRIORITY))
-        .await
+    scheduled(
+        store,
+        options.into_new_job(name.to_owned(), params, DEFAULT_PRIORITY),
+    )
+    .await
 }
 
 /// Serializes params to JSON; a failure is a `Serialization` error naming the job.

@@ -10,7 +10,8 @@ use crate::claim::{ClaimRequest, Claimed, Completion, Finish, Lease};
 use crate::error::Result;
 use crate::execution::{Execution, ExecutionQuery};
 use crate::job::{
-    Job, JobCounts, JobId, JobQuery, NewJob, PruneReport, RecurrentRegistration, Scheduled,
+    Job, JobCounts, JobId, JobQuery, NameSettings, NewJob, PruneReport, RecurrentRegistration,
+    RetryBatch, Scheduled,
 };
 use crate::wakeup::WakeUps;
 
@@ -45,6 +46,9 @@ pub trait JobStore: Send + Sync + 'static {
     ///   kept; of many concurrent calls exactly one creates the job (S-unique-one-winner).
     /// - The same unique identifier under another name is another job (S-unique-per-name).
     /// - A completed or failed job no longer holds its unique identifier (S-unique-freed).
+    /// - With [`OnDuplicate::Replace`](crate::OnDuplicate::Replace), a pending duplicate takes the
+    ///   new params, run time and priority in place and keeps its id ([`Scheduled::Replaced`]); a
+    ///   running one is left alone ([`Scheduled::Duplicate`]) (S-unique-replace).
     /// - Refuses input that [`NewJob::validate`] refuses, with its error kind, storing nothing.
     async fn schedule(&self, job: NewJob) -> Result<Scheduled>;
 
@@ -71,6 +75,10 @@ pub trait JobStore: Send + Sync + 'static {
     /// # Behavior
     /// - Only jobs whose run time has come are returned (S-claim-due-only), only of the requested
     ///   names (S-claim-names), and never failed jobs (S-fail-terminal).
+    /// - Never jobs of a paused name (S-pause-resume); at most [`ClaimName::max`](crate::ClaimName)
+    ///   jobs of a name per call, and never so many that more executions of a name with a
+    ///   concurrency limit would hold live leases than the limit, also when claimers race
+    ///   (S-global-concurrency).
     /// - Order: priority (higher first), run time (earlier first), then scheduling order
     ///   (S-claim-order); a demoted job comes after every other due job (S-demote-stale).
     /// - A job with a live lease is never returned; among concurrent claimers every job goes to
@@ -196,7 +204,11 @@ pub trait JobStore: Send + Sync + 'static {
     /// # Behavior
     /// - Removes a pending (or failed) job and returns `true`; `false` when there is no such job
     ///   (S-cancel-pending).
-    /// - A job with a live lease is not removed: `Conflict`.
+    /// - A job with a live lease is not removed: it is failed at once with
+    ///   [`CANCELLED_ERROR`](crate::CANCELLED_ERROR), kept visible for
+    ///   [`CANCELLED_RETENTION`](crate::CANCELLED_RETENTION), and its lease holder can no longer
+    ///   complete, extend or reschedule it (`LockLost`); workers are told through
+    ///   [`wakeups`](JobStore::wakeups) ([`Notice::Cancelled`](crate::Notice)) (S-cancel-running).
     async fn cancel(&self, id: &JobId) -> Result<bool>;
 
     /// Removes the live job of `name` with `unique_identifier`.
@@ -222,6 +234,87 @@ pub trait JobStore: Send + Sync + 'static {
     ///   hidden, unless another call was removing it at the same time (S-execution-retention,
     ///   S-fail-terminal).
     async fn prune(&self) -> Result<PruneReport>;
+
+    /// Puts a failed job back to run now, or makes a pending job due now ("run now").
+    ///
+    /// # Behavior
+    /// - A failed job becomes pending, due now, its tries back at 0 and its error cleared; its
+    ///   past execution records stay (S-retry-failed). Returns `true`; `false` when there is no
+    ///   such job.
+    /// - A pending job becomes due now, keeping its tries.
+    /// - A running job (live lease) is `Conflict`, and so is a failed job whose unique
+    ///   identifier another live job has taken since.
+    async fn retry(&self, id: &JobId) -> Result<bool>;
+
+    /// Puts back up to `limit` failed jobs of `name`, as [`retry`](JobStore::retry) does.
+    ///
+    /// # Behavior
+    /// - Returns how many it put back, and whether it found `limit` (more may be left); a failed
+    ///   job whose unique identifier another live job holds is left failed (S-retry-failed).
+    async fn retry_failed_batch(&self, name: &str, limit: usize) -> Result<RetryBatch>;
+
+    /// Puts back every failed job of `name`, in batches of [`RETRY_BATCH`](crate::RETRY_BATCH),
+    /// and returns how many.
+    ///
+    /// # Behavior
+    /// - As [`retry_failed_batch`](JobStore::retry_failed_batch), until a batch is not full
+    ///   (S-retry-failed).
+    async fn retry_failed(&self, name: &str) -> Result<u64> {
+        let mut total = 0;
+        loop {
+            let batch = self.retry_failed_batch(name, crate::RETRY_BATCH).await?;
+            total += batch.retried;
+            if !batch.full || batch.retried == 0 {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Pauses or resumes a job name, for every worker of every process.
+    ///
+    /// # Behavior
+    /// - While paused, no claim returns its jobs; scheduling still works and running jobs
+    ///   finish; [`count_jobs`](JobStore::count_jobs), [`get_job`](JobStore::get_job) and
+    ///   [`list_jobs`](JobStore::list_jobs) show it as paused; the pause is stored, so it holds
+    ///   across worker restarts; resuming wakes idle workers (S-pause-resume).
+    /// - A name that [`validate_name`](crate::validate_name) refuses is `InvalidInput`.
+    async fn set_paused(&self, name: &str, paused: bool) -> Result<()>;
+
+    /// Pauses a job name: [`set_paused`](JobStore::set_paused) with `true`.
+    async fn pause(&self, name: &str) -> Result<()> {
+        self.set_paused(name, true).await
+    }
+
+    /// Resumes a paused job name: [`set_paused`](JobStore::set_paused) with `false`.
+    async fn resume(&self, name: &str) -> Result<()> {
+        self.set_paused(name, false).await
+    }
+
+    /// Sets (or with `None` removes) a cluster-wide limit on the executions of a job name that
+    /// run at once.
+    ///
+    /// # Behavior
+    /// - Claims never let more than `limit` jobs of the name hold live leases, across every
+    ///   process, also when claimers race (S-global-concurrency).
+    /// - A limit of 0 is `InvalidInput` (pause the name instead), as is a bad name.
+    async fn set_concurrency_limit(&self, name: &str, limit: Option<u32>) -> Result<()>;
+
+    /// The stored settings of every job name that has any (paused, or with a limit), by name.
+    ///
+    /// # Behavior
+    /// - Reflects [`set_paused`](JobStore::set_paused) and
+    ///   [`set_concurrency_limit`](JobStore::set_concurrency_limit) (S-pause-resume).
+    async fn name_settings(&self) -> Result<Vec<NameSettings>>;
+
+    /// Stores a progress value on a running job, read back as [`Job::progress`].
+    ///
+    /// # Behavior
+    /// - Readable through [`get_job`](JobStore::get_job) and [`list_jobs`](JobStore::list_jobs)
+    ///   while the job runs (W-progress-visible).
+    /// - With a token that is not current, changes nothing: `LockLost` (S-fencing).
+    /// - A value over [`max_params_bytes`](JobStore::max_params_bytes) is `TooLarge`, one that
+    ///   [`NewJob::validate`] would refuse as params is `InvalidInput`.
+    async fn set_progress(&self, lease: &Lease, progress: &serde_json::Value) -> Result<()>;
 
     /// A signal that fires when a job may have become claimable, for stores that can notify.
     ///
@@ -293,7 +386,45 @@ impl<T: JobStore + ?Sized> JobStore for Arc<T> {
     async fn prune(&self) -> Result<PruneReport> {
         (**self).prune().await
     }
+    async fn retry(&self, id: &JobId) -> Result<bool> {
+        (**self).retry(id).await
+    }
+    async fn retry_failed_batch(&self, name: &str, limit: usize) -> Result<RetryBatch> {
+        (**self).retry_failed_batch(name, limit).await
+    }
+    async fn retry_failed(&self, name: &str) -> Result<u64> {
+        (**self).retry_failed(name).await
+    }
+    async fn set_paused(&self, name: &str, paused: bool) -> Result<()> {
+        (**self).set_paused(name, paused).await
+    }
+    async fn set_concurrency_limit(&self, name: &str, limit: Option<u32>) -> Result<()> {
+        (**self).set_concurrency_limit(name, limit).await
+    }
+    async fn name_settings(&self) -> Result<Vec<NameSettings>> {
+        (**self).name_settings().await
+    }
+    async fn set_progress(&self, lease: &Lease, progress: &serde_json::Value) -> Result<()> {
+        (**self).set_progress(lease, progress).await
+    }
     fn wakeups(&self) -> Option<WakeUps> {
         (**self).wakeups()
     }
+}
+
+/// Checks a progress value as every store does before storing it: as params are checked
+/// (`InvalidInput`, `TooLarge` over `max_params_bytes`).
+pub fn validate_progress(progress: &serde_json::Value, max_params_bytes: usize) -> Result<()> {
+    crate::NewJob::new("progress", progress.clone()).validate(max_params_bytes)
+}
+
+/// Checks a concurrency limit as every store does before storing it.
+pub fn validate_concurrency_limit(name: &str, limit: Option<u32>) -> Result<()> {
+    crate::validate_name(name)?;
+    if limit == Some(0) {
+        return Err(crate::Error::invalid_input(format!(
+            "job '{name}': a concurrency limit of 0 would never run it; pause the name instead"
+        )));
+    }
+    Ok(())
 }

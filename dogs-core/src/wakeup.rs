@@ -8,12 +8,22 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+/// What a store's notification says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Notice {
+    /// A job may have become claimable (or was stored for later).
+    Due,
+    /// A running job was cancelled: workers check the jobs they run.
+    Cancelled,
+}
+
 /// The sending side, kept by a store.
 ///
 /// Cheap to clone; every [`WakeUps`] subscribed from it sees each [`notify`](WakeUpSender::notify).
 #[derive(Debug, Clone)]
 pub struct WakeUpSender {
     tx: watch::Sender<u64>,
+    cancelled: watch::Sender<u64>,
 }
 
 impl Default for WakeUpSender {
@@ -27,6 +37,7 @@ impl WakeUpSender {
     pub fn new() -> Self {
         WakeUpSender {
             tx: watch::Sender::new(0),
+            cancelled: watch::Sender::new(0),
         }
     }
 
@@ -35,10 +46,24 @@ impl WakeUpSender {
         self.tx.send_modify(|n| *n = n.wrapping_add(1));
     }
 
+    /// Tells every subscriber that a running job was cancelled.
+    pub fn notify_cancelled(&self) {
+        self.cancelled.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Sends `notice`.
+    pub fn send(&self, notice: Notice) {
+        match notice {
+            Notice::Due => self.notify(),
+            Notice::Cancelled => self.notify_cancelled(),
+        }
+    }
+
     /// A new receiving side.
     pub fn subscribe(&self) -> WakeUps {
         WakeUps {
             rx: self.tx.subscribe(),
+            cancelled: self.cancelled.subscribe(),
         }
     }
 }
@@ -50,6 +75,7 @@ impl WakeUpSender {
 #[derive(Debug, Clone)]
 pub struct WakeUps {
     rx: watch::Receiver<u64>,
+    cancelled: watch::Receiver<u64>,
 }
 
 impl WakeUps {
@@ -64,13 +90,20 @@ impl WakeUps {
             std::future::pending::<()>().await;
         }
     }
+
+    /// Waits for a [`Notice::Cancelled`] not yet seen. Never returns once the store is gone.
+    pub async fn wait_cancelled(&mut self) {
+        if self.cancelled.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 /// Keeps a store's notification source connected until `stop` fires, waking `wake` on each
 /// notification and after each (re)connection, since notifications sent while disconnected are
 /// lost; workers poll meanwhile.
 ///
-/// `connect` opens the source and returns its notifications as a stream; an error item or the
+/// `connect` opens the source and returns its notices as a stream; an error item or the
 /// end of the stream means the connection is gone, and the source is opened again, with a pause
 /// of 100 ms doubling up to 10 s between failed attempts. `what` names the source in logs.
 pub async fn listen_with_reconnect<C, Fut, S, E>(
@@ -81,7 +114,7 @@ pub async fn listen_with_reconnect<C, Fut, S, E>(
 ) where
     C: FnMut() -> Fut,
     Fut: Future<Output = std::result::Result<S, E>>,
-    S: Stream<Item = std::result::Result<(), E>> + Unpin,
+    S: Stream<Item = std::result::Result<Notice, E>> + Unpin,
     E: std::fmt::Display,
 {
     let mut pause = Duration::from_millis(100);
@@ -103,12 +136,14 @@ pub async fn listen_with_reconnect<C, Fut, S, E>(
             }
         };
         pause = Duration::from_millis(100);
+        // What was sent while disconnected is lost: both kinds are looked at again.
         wake.notify();
+        wake.notify_cancelled();
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 notification = notifications.next() => match notification {
-                    Some(Ok(())) => wake.notify(),
+                    Some(Ok(notice)) => wake.send(notice),
                     Some(Err(e)) => {
                         warn!(error = %e, "{what} lost its connection; reconnecting");
                         break;

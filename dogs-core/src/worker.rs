@@ -87,6 +87,9 @@ pub struct WorkerOptions {
     /// How often this worker set asks the store to remove expired failed jobs and execution
     /// records (default every minute); `None` leaves pruning to the store or to you.
     pub prune_interval: Option<Duration>,
+    /// Whether leases renew themselves while handlers run, every third of `lock_time` (default
+    /// on); a definition's own `auto_extend` overrides it. See the crate docs for why it is on.
+    pub auto_extend: bool,
 }
 
 impl Default for WorkerOptions {
@@ -103,6 +106,7 @@ impl Default for WorkerOptions {
             worker_id: None,
             on_max_tries: None,
             prune_interval: Some(Duration::from_secs(60)),
+            auto_extend: true,
         }
     }
 }
@@ -121,6 +125,7 @@ impl fmt::Debug for WorkerOptions {
             .field("worker_id", &self.worker_id)
             .field("on_max_tries", &self.on_max_tries.is_some())
             .field("prune_interval", &self.prune_interval)
+            .field("auto_extend", &self.auto_extend)
             .finish()
     }
 }
@@ -211,10 +216,18 @@ where
         .map(|d| ClaimName {
             name: d.name.clone(),
             lock_time: d.lock_time.unwrap_or(options.lock_time),
+            max: None,
         })
         .collect();
     names.sort_by(|a, b| a.name.cmp(&b.name));
 
+    let name_caps = definitions
+        .values()
+        .filter_map(|d| {
+            let cap = d.max_parallel?;
+            Some((d.name.clone(), NameCap::new(cap)))
+        })
+        .collect();
     let shared = Arc::new(Shared {
         completer: Completer::start(Arc::clone(&store)),
         claim: ClaimRequest {
@@ -232,9 +245,13 @@ where
         give_up_saving: CancellationToken::new(),
         executions: TaskTracker::new(),
         warned: Mutex::new(HashSet::new()),
+        running: Mutex::new(HashMap::new()),
+        name_caps,
+        name_freed: tokio::sync::Notify::new(),
         worker_id,
         options,
     });
+    tokio::spawn(crate::cancel::watch(Arc::clone(&shared)));
     if let Some(interval) = shared.options.prune_interval {
         tokio::spawn(crate::prune::prune(Arc::clone(&shared), interval));
     }
@@ -390,11 +407,76 @@ pub(crate) struct Shared {
     pub(crate) executions: TaskTracker,
     /// Job names whose `get_next_run` already had a warning.
     pub(crate) warned: Mutex<HashSet<String>>,
+    /// The executions running now, by job id: their signal for a cancellation by an operator.
+    pub(crate) running: Mutex<HashMap<crate::JobId, CancellationToken>>,
+    /// Per-name limits of this set (`max_parallel`), with what each name holds now.
+    pub(crate) name_caps: HashMap<String, NameCap>,
+    /// Fires when an execution of a name with a limit ends: claim again.
+    pub(crate) name_freed: tokio::sync::Notify,
     pub(crate) worker_id: String,
     pub(crate) options: WorkerOptions,
 }
 
+/// A job name's `max_parallel` in one worker set, and how many of its jobs the set holds now
+/// (running, or claimed and waiting for a slot).
+pub(crate) struct NameCap {
+    pub(crate) max: usize,
+    pub(crate) held: std::sync::atomic::AtomicUsize,
+}
+
+impl NameCap {
+    fn new(max: usize) -> Self {
+        NameCap {
+            max,
+            held: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+}
+
 impl Shared {
+    /// The claim to make for `limit` jobs: names at their `max_parallel` are left out, the
+    /// others capped at what they have left. `None` when every name is at its limit.
+    pub(crate) fn claim_request(&self, limit: usize) -> Option<ClaimRequest> {
+        let mut request = ClaimRequest {
+            limit,
+            ..self.claim.clone()
+        };
+        if self.name_caps.is_empty() {
+            return Some(request);
+        }
+        request
+            .names
+            .retain_mut(|n| match self.name_caps.get(&n.name) {
+                Some(cap) => {
+                    let held = cap.held.load(std::sync::atomic::Ordering::SeqCst);
+                    let left = cap.max.saturating_sub(held);
+                    n.max = Some(left);
+                    left > 0
+                }
+                None => true,
+            });
+        (!request.names.is_empty()).then_some(request)
+    }
+
+    /// Counts a claimed job against its name's limit.
+    pub(crate) fn hold(&self, name: &str) {
+        if let Some(cap) = self.name_caps.get(name) {
+            cap.held.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    /// A claimed job of `name` has ended (run, or given back): its name may claim again.
+    pub(crate) fn unhold(&self, name: &str) {
+        if let Some(cap) = self.name_caps.get(name) {
+            let _ = cap.held.fetch_update(
+                std::sync::atomic::Ordering::SeqCst,
+                std::sync::atomic::Ordering::SeqCst,
+                |h| Some(h.saturating_sub(1)),
+            );
+            self.name_freed.notify_one();
+        }
+    }
+
     /// Whether this is the first warning of `what` for job `name`.
     pub(crate) fn first_warning(&self, name: &str) -> bool {
         self.warned

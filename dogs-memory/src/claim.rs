@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 use dogs_core::{
     add_duration, truncate_millis, ClaimRequest, Claimed, ClaimedJob, Lease, LeaseToken,
+    NameSettings,
 };
 
 use crate::state::{Effects, LeaseState, Slot, State};
@@ -49,20 +50,42 @@ impl State {
         now: DateTime<Utc>,
     ) -> (Claimed, Effects) {
         self.promote(request.names.iter().map(|n| n.name.as_str()), now);
+        // What each name may still take in this claim: its cap in the request, cut by its
+        // concurrency limit less its live leases (expired ones were just reclaimed); none
+        // when it is paused.
+        let mut room: Vec<usize> = request
+            .names
+            .iter()
+            .map(|n| match self.settings.get(&n.name) {
+                Some(s) if s.paused => 0,
+                Some(NameSettings {
+                    concurrency_limit: Some(limit),
+                    ..
+                }) => {
+                    let live = self.leases.get(&n.name).map_or(0, |set| set.len());
+                    n.cap(request.limit)
+                        .min((*limit as usize).saturating_sub(live))
+                }
+                _ => n.cap(request.limit),
+            })
+            .collect();
         let mut jobs = Vec::new();
         let mut effects = Effects::default();
         while jobs.len() < request.limit {
             let best = request
                 .names
                 .iter()
-                .filter_map(|n| {
+                .enumerate()
+                .filter(|(i, _)| room[*i] > 0)
+                .filter_map(|(i, n)| {
                     let key = self.ready.get(&n.name)?.first()?;
-                    Some((*key, n.lock_time))
+                    Some((*key, n.lock_time, i))
                 })
-                .min_by_key(|(key, _)| *key);
-            let Some(((_, _, _, seq), lock_time)) = best else {
+                .min_by_key(|(key, _, _)| *key);
+            let Some(((_, _, _, seq), lock_time, i)) = best else {
                 break;
             };
+            room[i] -= 1;
             let until = truncate_millis(add_duration(now, lock_time));
             let mut was_stale = false;
             effects.merge(self.update(seq, |record| {
@@ -92,7 +115,15 @@ impl State {
             }
         }
         let next_due = if jobs.len() < request.limit {
-            self.next_due_of(request.names.iter().map(|n| n.name.as_str()), now)
+            // A paused name is left out: resuming it wakes the workers.
+            self.next_due_of(
+                request
+                    .names
+                    .iter()
+                    .map(|n| n.name.as_str())
+                    .filter(|n| !self.settings.get(*n).is_some_and(|s| s.paused)),
+                now,
+            )
         } else {
             Some(now)
         };

@@ -63,6 +63,7 @@ impl State {
                 if reset_tries {
                     record.tries = 0;
                 }
+                record.progress = None;
                 record.slot = Self::pending_slot(record.run_at, now);
             }),
             Completion::Fail { error, retain_for } => {
@@ -77,6 +78,7 @@ impl State {
             }
             Completion::Demote => self.update(seq, |record| {
                 record.lease = None;
+                record.progress = None;
                 record.demoted = true;
                 record.run_at = now;
                 record.slot = Slot::Ready;
@@ -84,10 +86,30 @@ impl State {
             Completion::Release => self.update(seq, |record| {
                 record.lease = None;
                 record.tries = record.tries.saturating_sub(1);
+                record.progress = None;
+                record.slot = Self::pending_slot(record.run_at, now);
+            }),
+            Completion::Snooze { run_at } => self.update(seq, |record| {
+                record.lease = None;
+                record.tries = record.tries.saturating_sub(1);
+                record.progress = None;
+                record.run_at = truncate_millis(run_at.resolve(now));
                 record.slot = Self::pending_slot(record.run_at, now);
             }),
         };
         Ok(effects)
+    }
+
+    pub(crate) fn set_progress(
+        &mut self,
+        lease: &Lease,
+        progress: &serde_json::Value,
+    ) -> Result<()> {
+        let seq = self.leased(lease)?;
+        if let Some(record) = self.jobs.get_mut(&seq) {
+            record.progress = Some(progress.clone());
+        }
+        Ok(())
     }
 
     pub(crate) fn record_execution(&mut self, execution: &Execution, now: DateTime<Utc>) {

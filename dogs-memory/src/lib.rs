@@ -4,6 +4,7 @@ mod claim;
 mod clock;
 mod config;
 mod finish;
+mod operate;
 mod read;
 mod remove;
 mod schedule;

@@ -28,7 +28,7 @@ impl State {
         if record.slot == Slot::Failed && record.expires_at.is_some_and(|at| at <= now) {
             return None;
         }
-        Some(record.view(now))
+        Some(self.view(record, now))
     }
 
     fn visible(&self, now: DateTime<Utc>) -> impl Iterator<Item = &Record> {
@@ -51,8 +51,15 @@ impl State {
             .into_iter()
             .skip(query.offset)
             .take(query.limit)
-            .map(|r| r.view(now))
+            .map(|r| self.view(r, now))
             .collect()
+    }
+
+    /// A record as read, with its name's pause.
+    fn view(&self, record: &Record, now: DateTime<Utc>) -> Job {
+        let mut job = record.view(now);
+        job.paused = self.settings.get(&job.name).is_some_and(|s| s.paused);
+        job
     }
 
     pub(crate) fn count_jobs(&self, now: DateTime<Utc>) -> Vec<JobCounts> {
@@ -70,6 +77,8 @@ impl State {
                 JobState::Failed => entry.failed += 1,
             }
         }
-        counts.into_values().collect()
+        let mut counts = counts.into_values().collect();
+        JobCounts::mark_paused(&mut counts, &self.name_settings());
+        counts
     }
 }

@@ -1,31 +1,55 @@
-//! Removing jobs and records: cancelling pending jobs, and pruning what has expired.
+//! Removing jobs and records: cancelling jobs (a running one is failed as cancelled), and
+//! pruning what has expired.
 
 use std::cmp::Reverse;
 
 use chrono::{DateTime, Utc};
-use dogs_core::{Error, ErrorKind, JobId, PruneReport, Result};
+use dogs_core::{
+    add_duration, truncate_millis, JobId, PruneReport, CANCELLED_ERROR, CANCELLED_RETENTION,
+};
 
-use crate::state::{parse_id, State};
+use crate::state::{parse_id, Slot, State};
+
+/// What a cancel found.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Cancelled {
+    /// There was such a job.
+    pub(crate) found: bool,
+    /// It was running: it is failed as cancelled, and its worker is to be told.
+    pub(crate) running: bool,
+}
 
 impl State {
-    pub(crate) fn cancel(&mut self, seq: u64, now: DateTime<Utc>) -> Result<bool> {
+    /// Removes a job that is not running; a running one is failed as cancelled, its lease
+    /// ended. Says whether there was a job, and whether it was running.
+    pub(crate) fn cancel(&mut self, seq: u64, now: DateTime<Utc>) -> Cancelled {
         let Some(record) = self.jobs.get(&seq) else {
-            return Ok(false);
+            return Cancelled::default();
         };
         if record.is_live(now) {
-            return Err(Error::new(
-                ErrorKind::Conflict,
-                format!("job {seq} is running and cannot be cancelled"),
-            ));
+            self.update(seq, |record| {
+                record.lease = None;
+                record.last_error = Some(CANCELLED_ERROR.to_owned());
+                record.expires_at = Some(truncate_millis(add_duration(now, CANCELLED_RETENTION)));
+                record.slot = Slot::Failed;
+            });
+            self.free_unique(seq);
+            return Cancelled {
+                found: true,
+                running: true,
+            };
         }
         self.remove(seq);
-        Ok(true)
+        Cancelled {
+            found: true,
+            running: false,
+        }
     }
 
-    pub(crate) fn cancel_id(&mut self, id: &JobId, now: DateTime<Utc>) -> Result<bool> {
+    pub(crate) fn cancel_id(&mut self, id: &JobId, now: DateTime<Utc>) -> Cancelled {
         match parse_id(id) {
             Some(seq) => self.cancel(seq, now),
-            None => Ok(false),
+            None => Cancelled::default(),
         }
     }
 
@@ -34,13 +58,13 @@ impl State {
         name: &str,
         unique_identifier: &str,
         now: DateTime<Utc>,
-    ) -> Result<bool> {
+    ) -> Cancelled {
         match self
             .unique
             .get(&(name.to_owned(), unique_identifier.to_owned()))
         {
             Some(&seq) => self.cancel(seq, now),
-            None => Ok(false),
+            None => Cancelled::default(),
         }
     }
 

@@ -1,7 +1,9 @@
 //! Scheduling: event jobs, and the one record of each recurrent job.
 
 use chrono::{DateTime, Utc};
-use dogs_core::{truncate_millis, JobId, JobKind, NewJob, RecurrentRegistration, Scheduled};
+use dogs_core::{
+    truncate_millis, JobId, JobKind, NewJob, OnDuplicate, RecurrentRegistration, Scheduled,
+};
 use serde_json::Value;
 
 use crate::state::{Effects, Record, Slot, State};
@@ -10,10 +12,19 @@ impl State {
     pub(crate) fn schedule(&mut self, job: NewJob, now: DateTime<Utc>) -> (Scheduled, Effects) {
         if let Some(unique) = &job.unique_identifier {
             if let Some(&seq) = self.unique.get(&(job.name.clone(), unique.clone())) {
-                return (
-                    Scheduled::Duplicate(JobId::new(seq.to_string())),
-                    Effects::default(),
-                );
+                let id = JobId::new(seq.to_string());
+                let running = self.jobs.get(&seq).is_some_and(|r| r.is_live(now));
+                if job.on_duplicate == OnDuplicate::Keep || running {
+                    return (Scheduled::Duplicate(id), Effects::default());
+                }
+                let run_at = truncate_millis(job.run_at.resolve(now));
+                let effects = self.update(seq, |record| {
+                    record.params = job.params;
+                    record.priority = job.priority;
+                    record.run_at = run_at;
+                    record.slot = Self::pending_slot(run_at, now);
+                });
+                return (Scheduled::Replaced(id), effects);
             }
         }
         self.next_seq += 1;
@@ -39,6 +50,7 @@ impl State {
                 expires_at: None,
                 schedule_key: None,
                 created_at: now,
+                progress: None,
                 slot: Self::pending_slot(run_at, now),
             },
         );
@@ -86,6 +98,7 @@ impl State {
                 expires_at: None,
                 schedule_key: Some(job.schedule_key),
                 created_at: now,
+                progress: None,
                 slot: Slot::Ready,
             },
         );

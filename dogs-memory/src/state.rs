@@ -11,7 +11,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
-use dogs_core::{Error, Execution, Job, JobId, JobKind, JobState, Lease, LeaseToken};
+use dogs_core::{Error, Execution, Job, JobId, JobKind, JobState, Lease, LeaseToken, NameSettings};
 use serde_json::Value;
 
 /// Where a job stands, which is also the index that holds it.
@@ -52,6 +52,7 @@ pub(crate) struct Record {
     pub(crate) expires_at: Option<DateTime<Utc>>,
     pub(crate) schedule_key: Option<String>,
     pub(crate) created_at: DateTime<Utc>,
+    pub(crate) progress: Option<Value>,
     pub(crate) slot: Slot,
 }
 
@@ -99,6 +100,8 @@ impl Record {
             expires_at: self.expires_at,
             schedule_key: self.schedule_key.clone(),
             created_at: self.created_at,
+            progress: self.progress.clone(),
+            paused: false,
         }
     }
 }
@@ -129,6 +132,8 @@ pub(crate) struct State {
     pub(crate) unique: HashMap<(String, String), u64>,
     pub(crate) recurrent: HashMap<String, u64>,
     pub(crate) executions: Executions,
+    /// What is stored about names: paused, concurrency limits.
+    pub(crate) settings: BTreeMap<String, NameSettings>,
 }
 
 /// What a change did that the store must tell others about.

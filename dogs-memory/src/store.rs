@@ -7,8 +7,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use dogs_core::{
     async_trait, truncate_millis, ClaimRequest, Claimed, Completion, Execution, ExecutionQuery,
-    Finish, Job, JobCounts, JobId, JobQuery, JobStore, Lease, NewJob, PruneBatch, PruneReport,
-    RecurrentRegistration, Result, Scheduled, WakeUpSender, WakeUps, PRUNE_BATCH,
+    Finish, Job, JobCounts, JobId, JobQuery, JobStore, Lease, NameSettings, NewJob, PruneBatch,
+    PruneReport, RecurrentRegistration, Result, RetryBatch, Scheduled, WakeUpSender, WakeUps,
+    PRUNE_BATCH,
 };
 use tokio::sync::watch;
 
@@ -111,6 +112,16 @@ impl MemoryStore {
                 jumps,
             ));
         });
+    }
+}
+
+impl MemoryStore {
+    /// What a cancel returns, once the workers of a job cancelled while it ran are told.
+    fn cancelled(&self, cancelled: crate::remove::Cancelled) -> bool {
+        if cancelled.running {
+            self.shared.wake.notify_cancelled();
+        }
+        cancelled.found
     }
 }
 
@@ -253,12 +264,53 @@ impl JobStore for MemoryStore {
     }
 
     async fn cancel(&self, id: &JobId) -> Result<bool> {
-        self.state().cancel_id(id, MemoryStore::now(self))
+        let cancelled = self.state().cancel_id(id, MemoryStore::now(self));
+        Ok(self.cancelled(cancelled))
     }
 
     async fn cancel_unique(&self, name: &str, unique_identifier: &str) -> Result<bool> {
-        self.state()
-            .cancel_unique(name, unique_identifier, MemoryStore::now(self))
+        let cancelled = self
+            .state()
+            .cancel_unique(name, unique_identifier, MemoryStore::now(self));
+        Ok(self.cancelled(cancelled))
+    }
+
+    async fn retry(&self, id: &JobId) -> Result<bool> {
+        let (found, effects) = self.state().retry(id, MemoryStore::now(self))?;
+        self.apply(effects);
+        Ok(found)
+    }
+
+    async fn retry_failed_batch(&self, name: &str, limit: usize) -> Result<RetryBatch> {
+        let (batch, effects) = self
+            .state()
+            .retry_failed_batch(name, limit, MemoryStore::now(self));
+        self.apply(effects);
+        Ok(batch)
+    }
+
+    async fn set_paused(&self, name: &str, paused: bool) -> Result<()> {
+        dogs_core::validate_name(name)?;
+        let effects = self.state().set_paused(name, paused);
+        self.apply(effects);
+        Ok(())
+    }
+
+    async fn set_concurrency_limit(&self, name: &str, limit: Option<u32>) -> Result<()> {
+        dogs_core::validate_concurrency_limit(name, limit)?;
+        self.state().set_concurrency_limit(name, limit);
+        // A higher limit may let due jobs run.
+        self.shared.wake.notify();
+        Ok(())
+    }
+
+    async fn name_settings(&self) -> Result<Vec<NameSettings>> {
+        Ok(self.state().name_settings())
+    }
+
+    async fn set_progress(&self, lease: &Lease, progress: &serde_json::Value) -> Result<()> {
+        dogs_core::validate_progress(progress, self.shared.max_params_bytes)?;
+        self.state().set_progress(lease, progress)
     }
 
     async fn prune(&self) -> Result<PruneReport> {

@@ -82,18 +82,51 @@ impl MongoStore {
             ),
         )
         .await?;
-        let mut won = Vec::new();
-        let mut lost_races = false;
-        for _ in 0..ROUNDS {
-            let wanted = i64::try_from(request.limit - won.len()).unwrap_or(i64::MAX);
-            let (seen, docs) = self.claim_round(request, &names, wanted, now).await?;
-            lost_races = docs.len() < seen;
-            won.extend(docs);
-            // Stop when every candidate was won or there were none: the queue is drained.
-            if !lost_races || won.len() >= request.limit {
-                break;
+        // Paused names are left out; a name capped in this claim, or limited across
+        // processes, is claimed on its own.
+        let settings = self.settings_of(&names).await?;
+        let mut open: Vec<&str> = Vec::new();
+        let mut alone: Vec<(&str, usize, Option<u32>)> = Vec::new();
+        for n in &request.names {
+            match settings.get(&n.name) {
+                Some(s) if s.paused => {}
+                Some(s) if s.concurrency_limit.is_some() => {
+                    alone.push((&n.name, n.cap(request.limit), s.concurrency_limit));
+                }
+                _ if n.cap(request.limit) < request.limit => {
+                    alone.push((&n.name, n.cap(request.limit), None));
+                }
+                _ => open.push(&n.name),
             }
         }
+        let mut won = Vec::new();
+        let mut lost_races = false;
+        for (name, cap, limit) in alone {
+            let wanted = cap.min(request.limit - won.len());
+            if wanted == 0 {
+                continue;
+            }
+            let (lost, docs) = match limit {
+                None => self.claim_rounds(request, &[name], wanted, now).await?,
+                Some(limit) => {
+                    self.claim_limited(request, name, wanted, limit, now)
+                        .await?
+                }
+            };
+            lost_races |= lost;
+            won.extend(docs);
+        }
+        if !open.is_empty() && won.len() < request.limit {
+            let (lost, docs) = self
+                .claim_rounds(request, &open, request.limit - won.len(), now)
+                .await?;
+            lost_races |= lost;
+            won.extend(docs);
+        }
+        let names: Vec<&str> = names
+            .into_iter()
+            .filter(|n| !settings.get(*n).is_some_and(|s| s.paused))
+            .collect();
         let mut claimed = Vec::with_capacity(won.len());
         for doc in won {
             let lease = match (doc.get_object_id("_id"), doc.get_str("token")) {
@@ -126,6 +159,95 @@ impl MongoStore {
             next_due,
             now,
         })
+    }
+
+    /// Takes up to `limit` due jobs of `names` in find-and-lease rounds; whether it lost races
+    /// to other claimers, and the documents it won.
+    async fn claim_rounds(
+        &self,
+        request: &ClaimRequest,
+        names: &[&str],
+        limit: usize,
+        now: DateTime<Utc>,
+    ) -> Result<(bool, Vec<Document>)> {
+        let mut won = Vec::new();
+        let mut lost_races = false;
+        for _ in 0..ROUNDS {
+            let wanted = i64::try_from(limit - won.len()).unwrap_or(i64::MAX);
+            let (seen, docs) = self.claim_round(request, names, wanted, now).await?;
+            lost_races = docs.len() < seen;
+            won.extend(docs);
+            // Stop when every candidate was won or there were none: the queue is drained.
+            if !lost_races || won.len() >= limit {
+                break;
+            }
+        }
+        Ok((lost_races, won))
+    }
+
+    /// Takes up to `wanted` due jobs of a name limited to `limit` running executions across
+    /// processes: under the name's claim lock (a field of its settings document, taken with
+    /// one conditional update and ending by itself should its holder die), counts its live
+    /// leases and takes at most what the limit leaves. A claimer that finds the lock taken
+    /// takes none and says it lost a race.
+    async fn claim_limited(
+        &self,
+        request: &ClaimRequest,
+        name: &str,
+        wanted: usize,
+        limit: u32,
+        now: DateTime<Utc>,
+    ) -> Result<(bool, Vec<Document>)> {
+        let lock = uuid::Uuid::new_v4().simple().to_string();
+        let held_until = dogs_core::add_duration(now, self.inner.request_timeout * 3);
+        let taken = self
+            .timed(
+                "taking a job name's claim lock",
+                self.inner.names.update_one(
+                    doc! { "_id": name, "$or": [
+                        { "claim_lock": { "$exists": false } },
+                        { "claim_lock_until": { "$lte": date(now) } },
+                    ] },
+                    doc! { "$set": { "claim_lock": &lock, "claim_lock_until": date(held_until) } },
+                ),
+            )
+            .await?;
+        if taken.matched_count == 0 {
+            return Ok((true, Vec::new()));
+        }
+        let claimed = async {
+            let live = self
+                .timed(
+                    "counting running jobs",
+                    self.inner
+                        .jobs
+                        .count_documents(doc! {
+                            "name": name, "state": "running", "locked_until": { "$gt": date(now) },
+                        })
+                        .selection_criteria(primary()),
+                )
+                .await?;
+            let room = u64::from(limit).saturating_sub(live);
+            let wanted = wanted.min(usize::try_from(room).unwrap_or(usize::MAX));
+            if wanted == 0 {
+                return Ok((false, Vec::new()));
+            }
+            self.claim_rounds(request, &[name], wanted, now).await
+        }
+        .await;
+        let released = self
+            .timed(
+                "releasing a job name's claim lock",
+                self.inner.names.update_one(
+                    doc! { "_id": name, "claim_lock": &lock },
+                    doc! { "$unset": { "claim_lock": "", "claim_lock_until": "" } },
+                ),
+            )
+            .await;
+        if let Err(e) = released {
+            tracing::warn!(error = %e, job.name = name, "releasing a job name's claim lock failed; it ends by itself");
+        }
+        claimed
     }
 
     /// Takes up to `limit` of the first due jobs: finds them in claim order, leases them in

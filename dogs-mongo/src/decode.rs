@@ -111,6 +111,8 @@ pub(crate) fn job_from_doc(doc: Document, now: DateTime<Utc>) -> Result<Option<J
         expires_at,
         schedule_key: opt_str(&doc, "schedule_key"),
         created_at: get_date(&doc, "created_at")?,
+        progress: doc.get("progress").cloned().map(bson_to_json),
+        paused: false,
     }))
 }
 

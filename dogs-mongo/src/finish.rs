@@ -170,7 +170,7 @@ impl MongoStore {
             return Ok(false);
         };
         let jobs = &self.inner.jobs;
-        let unset_lease = doc! { "$unset": ["token", "locked_until", "locked_by"] };
+        let unset_lease = doc! { "$unset": ["token", "locked_until", "locked_by", "progress"] };
         let applied = match &entry.completion {
             Completion::Remove => {
                 jobs.delete_one(filter)
@@ -291,6 +291,18 @@ fn update_of(completion: &Completion, now: DateTime<Utc>, unset_lease: Document)
             } },
             unset_lease,
         ],
+        Completion::Snooze { run_at } => {
+            let at = dogs_core::truncate_millis(run_at.resolve(now));
+            vec![
+                doc! { "$set": {
+                    "run_at": date(at),
+                    "state": if at <= now { "pending" } else { "scheduled" },
+                    "demoted": false,
+                    "tries": { "$max": [0, { "$subtract": ["$tries", 1] }] },
+                } },
+                unset_lease,
+            ]
+        }
         Completion::Remove => Vec::new(),
     }
 }

@@ -5,6 +5,7 @@ mod config;
 mod decode;
 mod error;
 mod finish;
+mod operate;
 mod read;
 mod remove;
 mod schedule;

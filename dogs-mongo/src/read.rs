@@ -19,10 +19,12 @@ impl MongoStore {
                 self.inner.jobs.find_one(doc! { "_id": id }),
             )
             .await?;
-        match doc {
-            Some(doc) => job_from_doc(doc, now),
-            None => Ok(None),
-        }
+        let Some(mut job) = doc.map(|doc| job_from_doc(doc, now)).transpose()?.flatten() else {
+            return Ok(None);
+        };
+        let settings = self.read_settings(Some(&[job.name.as_str()])).await?;
+        job.paused = settings.iter().any(|s| s.paused);
+        Ok(Some(job))
     }
 
     pub(crate) async fn read_jobs(&self, query: &JobQuery) -> Result<Vec<Job>> {
@@ -38,7 +40,9 @@ impl MongoStore {
             .await?;
         let jobs = readable(docs.into_iter().map(|d| job_from_doc(d, now)));
         // ObjectIds in hex sort in creation order.
-        Ok(query.page(jobs, |id| id.clone()))
+        let mut page = query.page(jobs, |id| id.clone());
+        Job::mark_paused(&mut page, &self.read_settings(None).await?);
+        Ok(page)
     }
 
     pub(crate) async fn read_executions(&self, query: &ExecutionQuery) -> Result<Vec<Execution>> {

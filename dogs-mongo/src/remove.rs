@@ -1,7 +1,7 @@
-//! Removing jobs and records: cancelling a job that is not running, and pruning failed jobs and
-//! execution records past their retention (beside the TTL indexes, which remove them too).
+//! Removing jobs and records: pruning failed jobs and execution records past their retention
+//! (beside the TTL indexes, which remove them too). Cancelling is in `operate`.
 
-use dogs_core::{prune_in_batches, Error, ErrorKind, PruneBatch, PruneReport, Result, PRUNE_BATCH};
+use dogs_core::{prune_in_batches, PruneBatch, PruneReport, Result, PRUNE_BATCH};
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Bson, Document};
 use mongodb::Collection;
@@ -10,37 +10,6 @@ use crate::decode::date;
 use crate::store::MongoStore;
 
 impl MongoStore {
-    pub(crate) async fn cancel_filter(&self, filter: Document) -> Result<bool> {
-        let now = self.server_now().await?;
-        let mut removable = filter.clone();
-        removable.insert(
-            "$nor",
-            vec![doc! { "state": "running", "locked_until": { "$gt": date(now) } }],
-        );
-        let deleted = self
-            .timed("cancelling a job", self.inner.jobs.delete_one(removable))
-            .await?;
-        if deleted.deleted_count == 1 {
-            return Ok(true);
-        }
-        let exists = self
-            .timed(
-                "cancelling a job",
-                self.inner
-                    .jobs
-                    .find_one(filter)
-                    .selection_criteria(crate::store::primary()),
-            )
-            .await?;
-        match exists {
-            Some(_) => Err(Error::new(
-                ErrorKind::Conflict,
-                "the job is running and cannot be cancelled",
-            )),
-            None => Ok(false),
-        }
-    }
-
     /// Removes what had expired when it began, in batches ([`prune_in_batches`]).
     pub(crate) async fn prune_expired(&self) -> Result<PruneReport> {
         let now = date(self.server_now().await?);

@@ -3,7 +3,8 @@
 
 use chrono::{DateTime, Utc};
 use dogs_core::{
-    Error, ErrorKind, JobId, NewJob, Outcomes, RecurrentRegistration, Result, Scheduled,
+    Error, ErrorKind, JobId, NewJob, OnDuplicate, Outcomes, RecurrentRegistration, Result,
+    Scheduled,
 };
 use mongodb::bson::{doc, oid::ObjectId, Bson, Document};
 use mongodb::options::ReturnDocument;
@@ -61,6 +62,11 @@ impl MongoStore {
                 Ok(_) => return Ok(Scheduled::Created(JobId::new(id.to_hex()))),
                 Err(e) if is_duplicate(&e) => {
                     let unique = job.unique_identifier.as_deref().unwrap_or_default();
+                    if job.on_duplicate == OnDuplicate::Replace {
+                        if let Some(replaced) = self.replace_pending(&job, unique, now).await? {
+                            return Ok(Scheduled::Replaced(replaced));
+                        }
+                    }
                     if let Some(existing) = self.find_live(&job.name, unique).await? {
                         return Ok(Scheduled::Duplicate(existing));
                     }
@@ -78,7 +84,47 @@ impl MongoStore {
         ))
     }
 
+    /// Gives the pending live job of `job`'s name and unique identifier `job`'s params, priority
+    /// and run time; its id, or `None` when there is no pending one (it runs, or is gone).
+    async fn replace_pending(
+        &self,
+        job: &NewJob,
+        unique: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<JobId>> {
+        let run_at = dogs_core::truncate_millis(job.run_at.resolve(now));
+        let replaced = self
+            .timed(
+                "replacing a job",
+                self.inner
+                    .jobs
+                    .find_one_and_update(
+                        doc! {
+                            "ukey": unique_key(&job.name, unique),
+                            "state": { "$in": ["pending", "scheduled"] },
+                        },
+                        doc! { "$set": {
+                            "params": json_to_bson(&job.params)?,
+                            "priority": job.priority,
+                            "run_at": date(run_at),
+                            "state": if run_at <= now { "pending" } else { "scheduled" },
+                        } },
+                    )
+                    .projection(doc! { "_id": 1 }),
+            )
+            .await?;
+        replaced.map(|d| job_id(&d)).transpose()
+    }
+
     pub(crate) async fn schedule_all(&self, jobs: Vec<NewJob>) -> Result<Vec<Result<Scheduled>>> {
+        if jobs.iter().any(|j| j.on_duplicate == OnDuplicate::Replace) {
+            // Replacing is judged entry by entry, in order, against what earlier ones did.
+            let mut outcomes = Vec::with_capacity(jobs.len());
+            for job in jobs {
+                outcomes.push(self.schedule_one(job).await);
+            }
+            return Ok(outcomes);
+        }
         let now = self.server_now().await?;
         let (mut outcomes, valid) =
             Outcomes::check(jobs, |job| job.validate(self.inner.max_params_bytes));

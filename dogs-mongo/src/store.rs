@@ -9,8 +9,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use dogs_core::{
     async_trait, ClaimRequest, Claimed, Completion, Error, Execution, ExecutionQuery, Finish, Job,
-    JobCounts, JobId, JobQuery, JobStore, Lease, NewJob, PruneReport, RecurrentRegistration,
-    Result, Scheduled, WakeUpSender, WakeUps,
+    JobCounts, JobId, JobQuery, JobStore, Lease, NameSettings, NewJob, PruneReport,
+    RecurrentRegistration, Result, RetryBatch, Scheduled, WakeUpSender, WakeUps,
 };
 use mongodb::bson::{doc, Document};
 use mongodb::options::{IndexOptions, ReadPreference, SelectionCriteria};
@@ -42,6 +42,8 @@ pub(crate) struct Inner {
     pub(crate) database: Database,
     pub(crate) jobs: Collection<Document>,
     pub(crate) executions: Collection<Document>,
+    /// What is stored about job names (paused, limits): the jobs collection's name and `_names`.
+    pub(crate) names: Collection<Document>,
     pub(crate) max_params_bytes: usize,
     pub(crate) request_timeout: Duration,
     /// The last reading of the server's clock.
@@ -52,6 +54,13 @@ pub(crate) struct Inner {
     watcher: OnceLock<()>,
     stop: CancellationToken,
     _stop_on_drop: DropGuard,
+}
+
+impl Inner {
+    /// Wakes this process's idle workers.
+    pub(crate) fn wake_local(&self) {
+        self.wake.notify();
+    }
 }
 
 impl std::fmt::Debug for MongoStore {
@@ -147,6 +156,7 @@ impl MongoStore {
             inner: Arc::new(Inner {
                 jobs: database.collection(jobs),
                 executions: database.collection(executions),
+                names: database.collection(&format!("{jobs}_names")),
                 database,
                 max_params_bytes,
                 request_timeout,
@@ -420,7 +430,43 @@ impl JobStore for MongoStore {
             limit: usize::MAX,
             ..JobQuery::default()
         };
-        Ok(JobCounts::tally(self.read_jobs(&all).await?))
+        let mut counts = JobCounts::tally(self.read_jobs(&all).await?);
+        JobCounts::mark_paused(&mut counts, &self.read_settings(None).await?);
+        Ok(counts)
+    }
+
+    async fn retry(&self, id: &JobId) -> Result<bool> {
+        match crate::decode::oid(id) {
+            Some(oid) => self.retry_job(oid).await,
+            None => Ok(false),
+        }
+    }
+
+    async fn retry_failed_batch(&self, name: &str, limit: usize) -> Result<RetryBatch> {
+        self.retry_failed_jobs(name, limit).await
+    }
+
+    async fn set_paused(&self, name: &str, paused: bool) -> Result<()> {
+        dogs_core::validate_name(name)?;
+        self.change_settings(name, doc! { "paused": paused }).await
+    }
+
+    async fn set_concurrency_limit(&self, name: &str, limit: Option<u32>) -> Result<()> {
+        dogs_core::validate_concurrency_limit(name, limit)?;
+        let limit = match limit {
+            Some(limit) => mongodb::bson::Bson::Int64(i64::from(limit)),
+            None => mongodb::bson::Bson::Null,
+        };
+        self.change_settings(name, doc! { "concurrency_limit": limit })
+            .await
+    }
+
+    async fn name_settings(&self) -> Result<Vec<NameSettings>> {
+        self.read_settings(None).await
+    }
+
+    async fn set_progress(&self, lease: &Lease, progress: &serde_json::Value) -> Result<()> {
+        self.store_progress(lease, progress).await
     }
 
     async fn executions(&self, query: &ExecutionQuery) -> Result<Vec<Execution>> {

@@ -22,15 +22,32 @@ pub(crate) fn claim_candidates(names: &str, lock_ms: &str, limit: &str, now: &st
         .replace("{now}", now)
 }
 
+/// The capped claim's candidate query with its inputs named (the schema placeholder is left in).
+pub(crate) fn claim_capped_candidates(
+    names: &str,
+    lock_ms: &str,
+    caps: &str,
+    limit: &str,
+    now: &str,
+) -> String {
+    include_str!("claim_capped_candidates.sql")
+        .replace("{names}", names)
+        .replace("{lock_ms}", lock_ms)
+        .replace("{caps}", caps)
+        .replace("{limit}", limit)
+        .replace("{now}", now)
+}
+
 impl PostgresStore {
     /// The plan PostgreSQL chooses now for the claim's candidate query (`EXPLAIN`), to check on
     /// real data that claims read the `jobs_claim` index of due jobs only.
     pub async fn explain_claim(&self, names: &[&str], limit: usize) -> Result<String> {
-        let query = claim_candidates("$1", "$2", "$3::int", "\"{schema}\".ms_now()")
+        let query = claim_capped_candidates("$1", "$2", "$4", "$3::int", "\"{schema}\".ms_now()")
             .replace("{schema}", &self.inner.schema);
         let query = &format!("EXPLAIN {query}");
         let lock_ms = &vec![0i64; names.len()];
         let limit = i32::try_from(limit).unwrap_or(i32::MAX);
+        let caps = &vec![limit; names.len()];
         let lines: Vec<String> = self
             .attempt("explaining the claim", move || async move {
                 let mut conn = self.conn().await?;
@@ -38,6 +55,7 @@ impl PostgresStore {
                     .bind(names)
                     .bind(lock_ms)
                     .bind(limit)
+                    .bind(caps)
                     .fetch_all(&mut *conn)
                     .await
                     .map_err(|e| db_error("explaining the claim", e))
@@ -55,12 +73,18 @@ impl PostgresStore {
         let names: &Vec<&str> = &request.names.iter().map(|n| n.name.as_str()).collect();
         let lock_ms: &Vec<i64> = &request.names.iter().map(|n| millis(n.lock_time)).collect();
         let limit = i32::try_from(request.limit).unwrap_or(i32::MAX);
+        let caps: &Vec<i32> = &request
+            .names
+            .iter()
+            .map(|n| i32::try_from(n.cap(request.limit)).unwrap_or(i32::MAX))
+            .collect();
         let rows = self
             .attempt("claiming jobs", move || async move {
                 let mut conn = self.conn().await?;
                 sqlx::query(&self.inner.sql.claim)
                     .bind(names)
                     .bind(lock_ms)
+                    .bind(caps)
                     .bind(limit)
                     .bind(&request.worker_id)
                     .fetch_all(&mut *conn)

@@ -51,6 +51,9 @@ pub(crate) fn job_from_row(row: &PgRow, state: JobState) -> Result<Job> {
         expires_at: row.try_get("expires_at").unwrap_or(None),
         schedule_key: get(row, "schedule_key")?,
         created_at: get(row, "created_at")?,
+        // Not returned by claims; `NULL` or missing is none.
+        progress: row.try_get("progress").unwrap_or(None),
+        paused: row.try_get("paused").unwrap_or(false),
     })
 }
 

@@ -17,6 +17,7 @@ use crate::store::PostgresStore;
 /// The statements of a schema that end executions.
 pub(crate) struct Statements {
     extend: String,
+    progress: String,
     record: String,
     remove_many: String,
 }
@@ -30,6 +31,11 @@ impl Statements {
                      state = 'running', demoted = false
                  WHERE id = $1 AND lease_token = $2 AND state IN ('running', 'pending')
                  RETURNING locked_until",
+                s,
+            ),
+            progress: fill(
+                "UPDATE {s}.jobs SET progress = $3
+                 WHERE id = $1 AND lease_token = $2 AND state = 'running'",
                 s,
             ),
             record: fill(
@@ -90,6 +96,29 @@ impl PostgresStore {
             })
             .await?;
         until.ok_or_else(|| Error::lock_lost(&lease.job_id))
+    }
+
+    pub(crate) async fn store_progress(&self, lease: &Lease, progress: &Value) -> Result<()> {
+        dogs_core::validate_progress(progress, self.inner.max_params_bytes)?;
+        let Some(id) = parse_id(&lease.job_id) else {
+            return Err(Error::lock_lost(&lease.job_id));
+        };
+        let done = self
+            .attempt("storing a job's progress", move || async move {
+                let mut conn = self.conn().await?;
+                sqlx::query(&self.inner.sql.finish.progress)
+                    .bind(id)
+                    .bind(lease.token.as_str())
+                    .bind(progress)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(|e| db_error("storing a job's progress", e))
+            })
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(Error::lock_lost(&lease.job_id));
+        }
+        Ok(())
     }
 
     /// Ends a claimed job as `completion` says, fenced by its token, and when that applied,
@@ -159,7 +188,7 @@ impl PostgresStore {
                     .push_bind(*reset_tries)
                     .push(
                         " THEN 0 ELSE tries END, lease_token = NULL, locked_until = NULL, \
-                         locked_by = NULL, demoted = false, state = CASE WHEN ",
+                         locked_by = NULL, demoted = false, progress = NULL, state = CASE WHEN ",
                     );
                 when(&mut q);
                 q.push(format!(
@@ -182,14 +211,36 @@ impl PostgresStore {
             Completion::Demote => {
                 q.push(format!(
                     "UPDATE {s}.jobs SET state = 'pending', demoted = true, run_at = {s}.ms_now(), \
-                     lease_token = NULL, locked_until = NULL, locked_by = NULL"
+                     lease_token = NULL, locked_until = NULL, locked_by = NULL, progress = NULL"
                 ));
             }
             Completion::Release => {
                 q.push(format!(
                     "UPDATE {s}.jobs SET tries = greatest(tries - 1, 0), lease_token = NULL, \
-                     locked_until = NULL, locked_by = NULL, \
+                     locked_until = NULL, locked_by = NULL, progress = NULL, \
                      state = CASE WHEN run_at <= {s}.ms_now() THEN 'pending' ELSE 'scheduled' END"
+                ));
+            }
+            Completion::Snooze { run_at } => {
+                let (at, in_ms) = run_at_binds(*run_at);
+                let when = |q: &mut QueryBuilder<'a, Postgres>| {
+                    q.push("COALESCE(")
+                        .push_bind(at)
+                        .push(format!(
+                            "::timestamptz, {s}.ms_now() + interval '1 millisecond' * "
+                        ))
+                        .push_bind(in_ms)
+                        .push("::bigint)");
+                };
+                q.push(format!("UPDATE {s}.jobs SET run_at = "));
+                when(&mut q);
+                q.push(
+                    ", tries = greatest(tries - 1, 0), lease_token = NULL, locked_until = NULL, \
+                     locked_by = NULL, demoted = false, progress = NULL, state = CASE WHEN ",
+                );
+                when(&mut q);
+                q.push(format!(
+                    " <= {s}.ms_now() THEN 'pending' ELSE 'scheduled' END"
                 ));
             }
         }

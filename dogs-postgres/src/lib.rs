@@ -6,6 +6,7 @@ mod decode;
 mod error;
 mod finish;
 mod migrate;
+mod operate;
 mod read;
 mod remove;
 mod schedule;

@@ -18,6 +18,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "next due, per-name indexes, wake-ups for later jobs",
         include_str!("migrations/003_next_due.sql"),
     ),
+    (
+        4,
+        "progress, name settings, capped claims",
+        include_str!("migrations/004_operate.sql"),
+    ),
 ];
 
 /// Applies the migrations `schema` lacks, in one transaction per migration, serialised across
@@ -57,6 +62,12 @@ pub(crate) async fn migrate(pool: &PgPool, schema: &str) -> Result<()> {
             .replace(
                 "{claim_candidates}",
                 &crate::claim::claim_candidates("p_names", "p_lock_ms", "p_limit", "v_now"),
+            )
+            .replace(
+                "{claim_capped_candidates}",
+                &crate::claim::claim_capped_candidates(
+                    "v_names", "v_lock", "v_caps", "p_limit", "v_now",
+                ),
             )
             .replace("{schema}", schema)
             .replace("{channel}", &crate::store::channel(schema));

@@ -9,6 +9,10 @@ use crate::error::db_error;
 use crate::sql::{fill, parse_id, EXECUTION_COLUMNS, JOB_COLUMNS, STATE, VISIBLE};
 use crate::store::PostgresStore;
 
+/// Whether a job's name is paused, as the column `paused`.
+const PAUSED: &str =
+    "coalesce((SELECT n.paused FROM {s}.names n WHERE n.name = jobs.name), false) AS paused";
+
 /// The reading statements of a schema.
 pub(crate) struct Statements {
     get: String,
@@ -23,7 +27,7 @@ impl Statements {
         Statements {
             get: fill(
                 &format!(
-                    "SELECT {JOB_COLUMNS}, {state} AS view_state FROM {{s}}.jobs WHERE id = $1 AND {visible}"
+                    "SELECT {JOB_COLUMNS}, {state} AS view_state, {PAUSED} FROM {{s}}.jobs WHERE id = $1 AND {visible}"
                 ),
                 s,
             ),
@@ -86,7 +90,8 @@ impl PostgresStore {
         let s = &self.inner.quoted;
         let state = fill(STATE, s);
         let mut q: QueryBuilder<'a, Postgres> = QueryBuilder::new(format!(
-            "SELECT * FROM (SELECT {JOB_COLUMNS}, {state} AS view_state FROM {s}.jobs WHERE {}",
+            "SELECT * FROM (SELECT {JOB_COLUMNS}, {state} AS view_state, {} FROM {s}.jobs WHERE {}",
+            fill(PAUSED, s),
             fill(VISIBLE, s)
         ));
         if let Some(name) = &query.name {
@@ -121,16 +126,20 @@ impl PostgresStore {
         let count = |row: &PgRow, column: &str| -> Result<u64> {
             Ok(u64::try_from(get::<i64>(row, column)?).unwrap_or(0))
         };
-        rows.iter()
+        let mut counts = rows
+            .iter()
             .map(|row| {
                 Ok(JobCounts {
                     name: get(row, "name")?,
                     pending: count(row, "pending")?,
                     running: count(row, "running")?,
                     failed: count(row, "failed")?,
+                    paused: false,
                 })
             })
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        JobCounts::mark_paused(&mut counts, &self.read_settings().await?);
+        Ok(counts)
     }
 
     pub(crate) async fn read_executions(&self, query: &ExecutionQuery) -> Result<Vec<Execution>> {

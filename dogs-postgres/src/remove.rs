@@ -1,10 +1,10 @@
-//! Removing jobs and records: cancelling a job that is not running, and pruning failed jobs
-//! and execution records past their retention, in bounded batches.
+//! Removing jobs and records: cancelling a job (a running one is failed as cancelled), and
+//! pruning failed jobs and execution records past their retention, in bounded batches.
 
 use chrono::{DateTime, Utc};
 use dogs_core::{
-    prune_in_batches, Error, ErrorKind, JobId, JobStore, PruneBatch, PruneReport, Result,
-    PRUNE_BATCH,
+    prune_in_batches, JobId, JobStore, PruneBatch, PruneReport, Result, CANCELLED_ERROR,
+    CANCELLED_RETENTION, PRUNE_BATCH,
 };
 
 use crate::error::db_error;
@@ -15,29 +15,47 @@ use crate::store::PostgresStore;
 pub(crate) struct Statements {
     cancel: String,
     cancel_unique: String,
-    is_running: String,
     prune_jobs: String,
     prune_executions: String,
 }
 
+/// Cancels the job `target` finds: removed when it is not running; failed as cancelled, its
+/// lease ended and its workers told, when it is.
+const CANCEL: &str = "WITH target AS ({target}), removed AS (
+         DELETE FROM {s}.jobs j USING target t WHERE j.id = t.id AND NOT t.live RETURNING j.id
+     ), cancelled AS (
+         UPDATE {s}.jobs j SET state = 'failed', last_error = $3,
+             expires_at = {s}.ms_now() + $4 * interval '1 millisecond',
+             lease_token = NULL, locked_until = NULL, locked_by = NULL, demoted = false
+         FROM target t WHERE j.id = t.id AND t.live RETURNING j.id
+     ), told AS (
+         SELECT pg_notify($5, $6) FROM cancelled
+     )
+     SELECT (SELECT count(*) FROM removed) + (SELECT count(*) FROM cancelled) AS found,
+            (SELECT count(*) FROM told) AS told";
+
 impl Statements {
     pub(crate) fn new(s: &str) -> Self {
+        let live = "(j.state = 'running' AND j.locked_until > {s}.ms_now()) AS live";
         Statements {
             cancel: fill(
-                "DELETE FROM {s}.jobs WHERE id = $1
-                   AND NOT (state = 'running' AND locked_until > {s}.ms_now())
-                 RETURNING id",
+                &CANCEL.replace(
+                    "{target}",
+                    &format!(
+                        "SELECT j.id, {live} FROM {{s}}.jobs j WHERE j.id = $1 AND $2::text IS NULL
+                           AND NOT (j.state = 'failed' AND j.expires_at <= {{s}}.ms_now()) FOR UPDATE"
+                    ),
+                ),
                 s,
             ),
             cancel_unique: fill(
-                "DELETE FROM {s}.jobs WHERE name = $1 AND unique_identifier = $2 AND state <> 'failed'
-                   AND NOT (state = 'running' AND locked_until > {s}.ms_now())
-                 RETURNING id",
-                s,
-            ),
-            is_running: fill(
-                "SELECT id FROM {s}.jobs WHERE ((id = $1) OR (name = $2 AND unique_identifier = $3 AND state <> 'failed'))
-                   AND state = 'running' AND locked_until > {s}.ms_now()",
+                &CANCEL.replace(
+                    "{target}",
+                    &format!(
+                        "SELECT j.id, {live} FROM {{s}}.jobs j WHERE j.name = $1 AND j.unique_identifier = $2
+                           AND j.state <> 'failed' FOR UPDATE"
+                    ),
+                ),
                 s,
             ),
             prune_jobs: fill(
@@ -61,56 +79,44 @@ impl PostgresStore {
         let Some(numeric) = parse_id(id) else {
             return Ok(false);
         };
-        self.cancel_where(Some(numeric), None).await
+        self.cancel_where(&self.inner.sql.remove.cancel, numeric.to_string(), None)
+            .await
     }
 
     pub(crate) async fn cancel_by_unique(&self, name: &str, unique: &str) -> Result<bool> {
-        self.cancel_where(None, Some((name, unique))).await
+        self.cancel_where(
+            &self.inner.sql.remove.cancel_unique,
+            name.to_owned(),
+            Some(unique),
+        )
+        .await
     }
 
-    /// Removes a job that is not running, found by id or by name and unique identifier; a
-    /// running one is `Conflict`.
-    async fn cancel_where(&self, id: Option<i64>, unique: Option<(&str, &str)>) -> Result<bool> {
-        let statements = &self.inner.sql.remove;
-        let removed = self
+    /// Cancels the job `sql` finds with `first` and `second`: removes it when it is not running;
+    /// fails it as cancelled (`CANCELLED_ERROR`) and tells its workers when it is.
+    async fn cancel_where(&self, sql: &str, first: String, second: Option<&str>) -> Result<bool> {
+        let channel = &crate::store::channel(&self.inner.schema);
+        let first = &first;
+        let row = self
             .attempt("cancelling a job", move || async move {
                 let mut conn = self.conn().await?;
-                let query = match (id, unique) {
-                    (Some(id), _) => sqlx::query(&statements.cancel).bind(id),
-                    (None, Some((name, unique))) => sqlx::query(&statements.cancel_unique)
-                        .bind(name)
-                        .bind(unique),
-                    (None, None) => return Ok(None),
+                let query = sqlx::query(sql);
+                let query = match first.parse::<i64>() {
+                    Ok(id) if second.is_none() => query.bind(id),
+                    _ => query.bind(first.as_str()),
                 };
                 query
-                    .fetch_optional(&mut *conn)
+                    .bind(second)
+                    .bind(CANCELLED_ERROR)
+                    .bind(crate::sql::millis(CANCELLED_RETENTION))
+                    .bind(channel)
+                    .bind(crate::wakeups::CANCELLED)
+                    .fetch_one(&mut *conn)
                     .await
                     .map_err(|e| db_error("cancelling a job", e))
             })
             .await?;
-        if removed.is_some() {
-            return Ok(true);
-        }
-        let (name, unique) = unique.unwrap_or_default();
-        let running: Option<i64> = self
-            .attempt("cancelling a job", move || async move {
-                let mut conn = self.conn().await?;
-                sqlx::query_scalar(&statements.is_running)
-                    .bind(id.unwrap_or(-1))
-                    .bind(name)
-                    .bind(unique)
-                    .fetch_optional(&mut *conn)
-                    .await
-                    .map_err(|e| db_error("cancelling a job", e))
-            })
-            .await?;
-        match running {
-            Some(id) => Err(Error::new(
-                ErrorKind::Conflict,
-                format!("job {id} is running and cannot be cancelled"),
-            )),
-            None => Ok(false),
-        }
+        Ok(crate::decode::get::<i64>(&row, "found")? > 0)
     }
 
     /// Removes what had expired when it began, in batches ([`prune_in_batches`]).

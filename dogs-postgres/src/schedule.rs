@@ -2,7 +2,8 @@
 //! index of live jobs), and the upsert of each recurrent job's one record.
 
 use dogs_core::{
-    Error, ErrorKind, JobId, NewJob, Outcomes, RecurrentRegistration, Result, Scheduled,
+    Error, ErrorKind, JobId, NewJob, OnDuplicate, Outcomes, RecurrentRegistration, Result,
+    Scheduled,
 };
 use sqlx::PgConnection;
 
@@ -19,6 +20,7 @@ pub(crate) struct Statements {
     schedule: String,
     schedule_many: String,
     find_unique: String,
+    replace: String,
     register: String,
 }
 
@@ -75,6 +77,25 @@ impl Statements {
                 "SELECT id FROM {s}.jobs WHERE name = $1 AND unique_identifier = $2 AND state <> 'failed'",
                 s,
             ),
+            // A pending duplicate takes the new params, priority and run time; a running one is
+            // left alone; a gone one (removed meanwhile) is reported as such.
+            replace: fill(
+                &format!(
+                    "WITH input AS (
+                         SELECT COALESCE($4::timestamptz, {{s}}.ms_now() + $5::bigint * interval '1 millisecond') AS at
+                     ), upd AS (
+                         UPDATE {{s}}.jobs j SET params = $2, priority = $3, run_at = input.at,
+                             state = {}
+                         FROM input
+                         WHERE j.id = $1 AND j.state IN ('scheduled', 'pending')
+                         RETURNING j.id
+                     )
+                     SELECT (SELECT count(*) FROM upd) AS replaced,
+                            EXISTS (SELECT 1 FROM {{s}}.jobs j WHERE j.id = $1 AND j.state <> 'failed') AS live",
+                    new_state("input.at")
+                ),
+                s,
+            ),
             register: fill(
                 &format!(
                     "INSERT INTO {{s}}.jobs AS j (name, kind, params, priority, run_at, state, schedule_key)
@@ -118,12 +139,30 @@ impl PostgresStore {
                 .await
                 .map_err(|e| db_error("scheduling a job", e))?;
             if let Some(row) = row {
-                let id = JobId::new(get::<i64>(&row, "id")?.to_string());
-                return Ok(if get::<bool>(&row, "created")? {
-                    Scheduled::Created(id)
-                } else {
-                    Scheduled::Duplicate(id)
-                });
+                let numeric = get::<i64>(&row, "id")?;
+                let id = JobId::new(numeric.to_string());
+                if get::<bool>(&row, "created")? {
+                    return Ok(Scheduled::Created(id));
+                }
+                if job.on_duplicate == OnDuplicate::Keep {
+                    return Ok(Scheduled::Duplicate(id));
+                }
+                let row = sqlx::query(&self.inner.sql.schedule.replace)
+                    .bind(numeric)
+                    .bind(&job.params)
+                    .bind(job.priority)
+                    .bind(at)
+                    .bind(in_ms)
+                    .fetch_one(&mut *conn)
+                    .await
+                    .map_err(|e| db_error("replacing a job", e))?;
+                if get::<i64>(&row, "replaced")? > 0 {
+                    return Ok(Scheduled::Replaced(id));
+                }
+                if get::<bool>(&row, "live")? {
+                    return Ok(Scheduled::Duplicate(id));
+                }
+                // Removed meanwhile: schedule it anew.
             }
         }
         Err(Error::new(
@@ -147,6 +186,14 @@ impl PostgresStore {
 
     /// Stores many jobs in one statement; each entry's outcome is its own.
     pub(crate) async fn schedule_all(&self, jobs: Vec<NewJob>) -> Result<Vec<Result<Scheduled>>> {
+        if jobs.iter().any(|j| j.on_duplicate == OnDuplicate::Replace) {
+            // Replacing is judged entry by entry, in order, against what earlier ones did.
+            let mut outcomes = Vec::with_capacity(jobs.len());
+            for job in jobs {
+                outcomes.push(self.schedule_one(job).await);
+            }
+            return Ok(outcomes);
+        }
         let (mut outcomes, valid) =
             Outcomes::check(jobs, |job| job.validate(self.inner.max_params_bytes));
         if !valid.is_empty() {

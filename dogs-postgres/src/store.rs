@@ -9,8 +9,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use dogs_core::{
     async_trait, ClaimRequest, Claimed, Completion, Error, Execution, ExecutionQuery, Finish, Job,
-    JobCounts, JobId, JobQuery, JobStore, Lease, NewJob, PruneReport, RecurrentRegistration,
-    Result, Scheduled, WakeUpSender, WakeUps,
+    JobCounts, JobId, JobQuery, JobStore, Lease, NameSettings, NewJob, PruneReport,
+    RecurrentRegistration, Result, RetryBatch, Scheduled, WakeUpSender, WakeUps,
 };
 use sqlx::postgres::PgPool;
 use sqlx::{PgConnection, Postgres};
@@ -53,6 +53,7 @@ pub(crate) struct Sql {
     pub(crate) finish: crate::finish::Statements,
     pub(crate) read: crate::read::Statements,
     pub(crate) remove: crate::remove::Statements,
+    pub(crate) operate: crate::operate::Statements,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -93,10 +94,11 @@ impl PostgresStore {
             inner: Arc::new(Inner {
                 sql: Sql {
                     schedule: crate::schedule::Statements::new(&quoted),
-                    claim: format!("SELECT * FROM {quoted}.claim_next($1, $2, $3, $4)"),
+                    claim: format!("SELECT * FROM {quoted}.claim_capped($1, $2, $3, $4, $5)"),
                     finish: crate::finish::Statements::new(&quoted),
                     read: crate::read::Statements::new(&quoted),
                     remove: crate::remove::Statements::new(&quoted),
+                    operate: crate::operate::Statements::new(&quoted),
                 },
                 quoted,
                 pool,
@@ -304,6 +306,30 @@ impl JobStore for PostgresStore {
 
     async fn prune(&self) -> Result<PruneReport> {
         self.prune_expired().await
+    }
+
+    async fn retry(&self, id: &JobId) -> Result<bool> {
+        self.retry_job(id).await
+    }
+
+    async fn retry_failed_batch(&self, name: &str, limit: usize) -> Result<RetryBatch> {
+        self.retry_failed_jobs(name, limit).await
+    }
+
+    async fn set_paused(&self, name: &str, paused: bool) -> Result<()> {
+        self.set_name_paused(name, paused).await
+    }
+
+    async fn set_concurrency_limit(&self, name: &str, limit: Option<u32>) -> Result<()> {
+        self.set_name_limit(name, limit).await
+    }
+
+    async fn name_settings(&self) -> Result<Vec<NameSettings>> {
+        self.read_settings().await
+    }
+
+    async fn set_progress(&self, lease: &Lease, progress: &serde_json::Value) -> Result<()> {
+        self.store_progress(lease, progress).await
     }
 
     fn wakeups(&self) -> Option<WakeUps> {

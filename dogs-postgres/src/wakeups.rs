@@ -2,10 +2,13 @@
 //! leaves a job behind that is due or will be (so they learn its time from their next claim),
 //! and reconnects when the connection drops (polling covers the gap).
 
-use dogs_core::{listen_with_reconnect, WakeUpSender};
+use dogs_core::{listen_with_reconnect, Notice, WakeUpSender};
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
+
+/// The payload of a notification that a running job was cancelled (others are wake-ups).
+pub(crate) const CANCELLED: &str = "cancelled";
 
 /// Listens on `channel` until `stop` fires.
 pub(crate) async fn listen(
@@ -22,7 +25,10 @@ pub(crate) async fn listen(
         Ok::<_, sqlx::Error>(Box::pin(futures::stream::unfold(
             listener,
             |mut listener| async {
-                let received = listener.try_recv().await.map(|_| ());
+                let received = listener.try_recv().await.map(|n| match n {
+                    Some(n) if n.payload() == CANCELLED => Notice::Cancelled,
+                    _ => Notice::Due,
+                });
                 Some((received, listener))
             },
         )))

@@ -26,7 +26,10 @@ impl RedisStore {
             .arg(&request.worker_id)
             .arg(&token_base);
         for name in &request.names {
-            invocation.arg(&name.name).arg(millis(name.lock_time));
+            invocation
+                .arg(&name.name)
+                .arg(millis(name.lock_time))
+                .arg(name.cap(request.limit));
         }
         let reply: Vec<RedisValue> = invocation
             .invoke_async(&mut self.conn())

@@ -78,6 +78,8 @@ pub(crate) fn claimed_from_record(
         expires_at: None,
         schedule_key: record.schedule_key,
         created_at: from_millis(number(created_at, "created_at")?),
+        progress: None,
+        paused: false,
     };
     Ok(ClaimedJob {
         lease: Lease {
@@ -171,6 +173,11 @@ pub(crate) fn job_from_hash(
         expires_at: optional_ms("expires_at")?,
         schedule_key: hash.get("schedule_key").cloned(),
         created_at: from_millis(number(field("created_at")?, "created_at")?),
+        // A progress value that is not JSON (written by hand) reads as none.
+        progress: hash
+            .get("progress")
+            .and_then(|p| serde_json::from_str(p).ok()),
+        paused: false,
     }))
 }
 

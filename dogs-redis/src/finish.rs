@@ -64,6 +64,16 @@ impl RedisStore {
                 String::new(),
                 String::new(),
             ),
+            Completion::Snooze { run_at } => {
+                let (at, delay) = run_at_args(*run_at);
+                (
+                    "snooze",
+                    at,
+                    delay.to_string(),
+                    String::new(),
+                    String::new(),
+                )
+            }
         };
         args.extend([name.to_owned(), a1, a2, a3, a4]);
         match &item.execution {

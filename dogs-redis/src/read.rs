@@ -12,10 +12,15 @@ impl RedisStore {
             return Ok(None);
         }
         let (now, mut hashes) = self.jobs_with_time(&[id.as_str().to_owned()]).await?;
-        match hashes.pop() {
-            Some(hash) if !hash.is_empty() => job_from_hash(id.as_str(), &hash, now),
-            _ => Ok(None),
-        }
+        let job = match hashes.pop() {
+            Some(hash) if !hash.is_empty() => job_from_hash(id.as_str(), &hash, now)?,
+            _ => None,
+        };
+        let Some(mut job) = job else {
+            return Ok(None);
+        };
+        job.paused = self.paused_names().await?.contains(&job.name);
+        Ok(Some(job))
     }
 
     pub(crate) async fn read_jobs(&self, query: &JobQuery) -> Result<Vec<Job>> {
@@ -37,7 +42,12 @@ impl RedisStore {
                 .filter(|(_, hash)| !hash.is_empty())
                 .map(|(id, hash)| job_from_hash(id, hash, now)),
         );
-        Ok(query.page(jobs, |id| id.as_str().parse::<u64>().unwrap_or(u64::MAX)))
+        let mut page = query.page(jobs, |id| id.as_str().parse::<u64>().unwrap_or(u64::MAX));
+        let paused = self.paused_names().await?;
+        for job in &mut page {
+            job.paused = paused.contains(&job.name);
+        }
+        Ok(page)
     }
 
     pub(crate) async fn read_executions(&self, query: &ExecutionQuery) -> Result<Vec<Execution>> {

@@ -1,10 +1,13 @@
-//! Removing jobs and records: cancelling a job that is not running (`lua/cancel.lua`), and
+//! Removing jobs and records: cancelling a job, a running one failed as cancelled
+//! (`lua/cancel.lua`), and
 //! pruning failed jobs and execution records past their retention (`lua/prune.lua`).
 
 use dogs_core::{
-    prune_in_batches, Error, ErrorKind, JobStore, PruneBatch, PruneReport, Result, PRUNE_BATCH,
+    prune_in_batches, JobStore, PruneBatch, PruneReport, Result, CANCELLED_ERROR,
+    CANCELLED_RETENTION, PRUNE_BATCH,
 };
 
+use crate::decode::millis;
 use crate::error::redis_error;
 use crate::store::RedisStore;
 
@@ -16,20 +19,15 @@ impl RedisStore {
             .cancel
             .key(self.key(&["seq"]))
             .arg(&self.inner.tag)
+            .arg(CANCELLED_ERROR)
+            .arg(millis(CANCELLED_RETENTION))
             .arg(mode)
             .arg(a)
             .arg(b)
             .invoke_async(&mut self.conn())
             .await
             .map_err(|e| redis_error("cancelling a job", e))?;
-        match outcome {
-            1 => Ok(true),
-            -1 => Err(Error::new(
-                ErrorKind::Conflict,
-                "the job is running and cannot be cancelled",
-            )),
-            _ => Ok(false),
-        }
+        Ok(outcome > 0)
     }
 
     /// Removes what had expired when it began, in batches ([`prune_in_batches`]).

@@ -1,7 +1,9 @@
 //! Scheduling: event jobs in batches of one script call each (`lua/schedule.lua`), and the one
 //! record of each recurrent job (`lua/register.lua`).
 
-use dogs_core::{Error, JobId, NewJob, Outcomes, RecurrentRegistration, Result, Scheduled};
+use dogs_core::{
+    Error, JobId, NewJob, OnDuplicate, Outcomes, RecurrentRegistration, Result, Scheduled,
+};
 
 use crate::decode::run_at_args;
 use crate::error::{bad_reply, redis_error};
@@ -26,7 +28,12 @@ impl RedisStore {
                 .arg(job.priority)
                 .arg(at)
                 .arg(delay)
-                .arg(job.unique_identifier.as_deref().unwrap_or(""));
+                .arg(job.unique_identifier.as_deref().unwrap_or(""))
+                .arg(if job.on_duplicate == OnDuplicate::Replace {
+                    "1"
+                } else {
+                    "0"
+                });
         }
         let reply: Vec<i64> = invocation
             .invoke_async(&mut self.conn())
@@ -39,10 +46,10 @@ impl RedisStore {
             .chunks(2)
             .map(|pair| {
                 let id = JobId::new(pair[1].to_string());
-                if pair[0] == 1 {
-                    Scheduled::Created(id)
-                } else {
-                    Scheduled::Duplicate(id)
+                match pair[0] {
+                    1 => Scheduled::Created(id),
+                    2 => Scheduled::Replaced(id),
+                    _ => Scheduled::Duplicate(id),
                 }
             })
             .collect())

@@ -15,6 +15,9 @@ pub(crate) struct Scripts {
     pub(crate) cancel: Script,
     pub(crate) prune: Script,
     pub(crate) migrate: Script,
+    pub(crate) progress: Script,
+    pub(crate) retry: Script,
+    pub(crate) settings: Script,
 }
 
 fn script(body: &str) -> Script {
@@ -33,6 +36,9 @@ impl Scripts {
             cancel: script(include_str!("lua/cancel.lua")),
             prune: script(include_str!("lua/prune.lua")),
             migrate: script(include_str!("lua/migrate.lua")),
+            progress: script(include_str!("lua/progress.lua")),
+            retry: script(include_str!("lua/retry.lua")),
+            settings: script(include_str!("lua/settings.lua")),
         }
     }
 }

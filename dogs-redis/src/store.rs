@@ -10,8 +10,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use dogs_core::{
     async_trait, ClaimRequest, Claimed, Completion, Execution, ExecutionQuery, Finish, Job,
-    JobCounts, JobId, JobQuery, JobStore, Lease, NewJob, PruneReport, RecurrentRegistration,
-    Result, Scheduled, WakeUpSender, WakeUps,
+    JobCounts, JobId, JobQuery, JobStore, Lease, NameSettings, NewJob, PruneReport,
+    RecurrentRegistration, Result, RetryBatch, Scheduled, WakeUpSender, WakeUps,
 };
 use redis::aio::ConnectionManager;
 use redis::Value as RedisValue;
@@ -293,7 +293,37 @@ impl JobStore for RedisStore {
             limit: usize::MAX,
             ..JobQuery::default()
         };
-        Ok(JobCounts::tally(self.read_jobs(&all).await?))
+        let mut counts = JobCounts::tally(self.read_jobs(&all).await?);
+        JobCounts::mark_paused(&mut counts, &self.read_settings().await?);
+        Ok(counts)
+    }
+
+    async fn retry(&self, id: &JobId) -> Result<bool> {
+        self.retry_job(id).await
+    }
+
+    async fn retry_failed_batch(&self, name: &str, limit: usize) -> Result<RetryBatch> {
+        self.retry_failed_jobs(name, limit).await
+    }
+
+    async fn set_paused(&self, name: &str, paused: bool) -> Result<()> {
+        dogs_core::validate_name(name)?;
+        self.change_settings(name, if paused { "pause" } else { "resume" }, "")
+            .await
+    }
+
+    async fn set_concurrency_limit(&self, name: &str, limit: Option<u32>) -> Result<()> {
+        dogs_core::validate_concurrency_limit(name, limit)?;
+        let limit = limit.map(|l| l.to_string()).unwrap_or_default();
+        self.change_settings(name, "limit", &limit).await
+    }
+
+    async fn name_settings(&self) -> Result<Vec<NameSettings>> {
+        self.read_settings().await
+    }
+
+    async fn set_progress(&self, lease: &Lease, progress: &serde_json::Value) -> Result<()> {
+        self.store_progress(lease, progress).await
     }
 
     async fn executions(&self, query: &ExecutionQuery) -> Result<Vec<Execution>> {

@@ -9,11 +9,13 @@ use serde_json::json;
 
 mod claim;
 mod finish;
+mod operate;
 mod read;
 mod schedule;
 
 pub use claim::*;
 pub use finish::*;
+pub use operate::*;
 pub use read::*;
 pub use schedule::*;
 

@@ -95,13 +95,15 @@ pub async fn list_and_stats(ctx: TestContext) {
                 name: "alpha".into(),
                 pending: 3,
                 running: 1,
-                failed: 0
+                failed: 0,
+                paused: false,
             },
             JobCounts {
                 name: "beta".into(),
                 pending: 1,
                 running: 0,
-                failed: 1
+                failed: 1,
+                paused: false,
             },
         ]
     );

@@ -36,7 +36,7 @@ pub async fn slot_held(ctx: TestContext) {
     .lock_time(Duration::from_millis(300));
     let options = WorkerOptions {
         workers_count: 1,
-        ..fast_options()
+        ..without_renewal()
     };
     schedule_job(
         &*store,
@@ -92,7 +92,7 @@ pub async fn blocked_handler_keeps_its_lease(ctx: TestContext) {
     let options = WorkerOptions {
         workers_count: 1,
         poll_interval: Duration::from_millis(20),
-        ..fast_options()
+        ..without_renewal()
     };
     // Two worker sets of one slot each: the one that runs the blocked handler cannot claim the
     // job again while it blocks; the other takes it as soon as the store lets it.
@@ -165,7 +165,7 @@ pub async fn late_panic_is_stale(ctx: TestContext) {
     });
     let options = WorkerOptions {
         workers_count: 1,
-        ..fast_options()
+        ..without_renewal()
     };
     let workers = start(store.clone(), vec![job.definition()], options).await;
     let id = schedule_job(&*store, &job, &(), ScheduleOptions::default())

@@ -323,7 +323,7 @@ pub async fn hook_panic(ctx: TestContext) {
     let plain = EventJob::new("plain", |_: (), _ctx: JobContext| async move { Ok(()) });
     let options = WorkerOptions {
         on_max_tries: Some(Arc::new(|_| panic!("on_max_tries exploded"))),
-        ..fast_options()
+        ..without_renewal()
     };
     let workers = start(
         store.clone(),

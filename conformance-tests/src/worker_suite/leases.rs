@@ -43,7 +43,7 @@ pub async fn stale_detected(ctx: TestContext) {
     })
     .lock_time(Duration::from_millis(300))
     .on_stale(move |failure| push(&recorder, failure.tries));
-    let workers = start(store.clone(), vec![job.definition()], fast_options()).await;
+    let workers = start(store.clone(), vec![job.definition()], without_renewal()).await;
     let id = schedule_job(&*store, &job, &(), ScheduleOptions::default())
         .await
         .unwrap();
@@ -223,7 +223,7 @@ pub async fn stale_counts_tries(ctx: TestContext) {
         on_max_tries: Some(Arc::new(move |failure| {
             push(&recorder, (failure.name.clone(), failure.tries))
         })),
-        ..fast_options()
+        ..without_renewal()
     };
     let workers = start(
         store.clone(),
@@ -309,7 +309,7 @@ pub async fn no_overlap(ctx: TestContext) {
     };
     let options = WorkerOptions {
         poll_interval: Duration::from_millis(20),
-        ..fast_options()
+        ..without_renewal()
     };
     let mut sets = Vec::new();
     for _ in 0..2 {

@@ -1,19 +1,35 @@
--- Removes a job that is not running. ARGV: prefix, 'id' and the id, or 'unique', the name and
--- the unique identifier. Returns 1 when removed, 0 when there is no such job, -1 when it runs.
+-- Cancels a job. ARGV: prefix, error, retention (ms), then 'id' and the id, or 'unique', the
+-- name and the unique identifier. A job that is not running is removed; a running one is failed
+-- with the error, its lease ended, and its workers told.
+-- Returns 1 when removed, 2 when a running job was cancelled, 0 when there is no such job.
 local now = now_ms()
-local id = ARGV[3]
-if ARGV[2] == 'unique' then
-  id = call('HGET', key('unique'), unique_field(ARGV[3], ARGV[4]))
+local id = ARGV[5]
+if ARGV[4] == 'unique' then
+  id = call('HGET', key('unique'), unique_field(ARGV[5], ARGV[6]))
   if not id then
     return 0
   end
 end
 local job = load(id)
-if not job then
+if not job or not job.name then
   return 0
 end
-if job.state == 'running' and tonumber(job.locked_until) > now then
-  return -1
+if job.state == 'failed' and tonumber(job.expires_at) and tonumber(job.expires_at) <= now then
+  return 0
+end
+if job.state == 'running' and tonumber(job.locked_until) and tonumber(job.locked_until) > now then
+  unindex(id, job)
+  call('HDEL', key('job', id), 'token', 'locked_until', 'locked_by')
+  job.token = nil
+  job.state = 'failed'
+  job.demoted = '0'
+  job.last_error = ARGV[2]
+  job.expires_at = now + tonumber(ARGV[3])
+  put(id, { state = 'failed', demoted = '0', last_error = job.last_error, expires_at = job.expires_at })
+  index(id, job)
+  free_unique(id, job)
+  tell_cancelled()
+  return 2
 end
 delete_job(id, job)
 return 1

@@ -1,5 +1,7 @@
 -- Leases up to `limit` due jobs of the given names. ARGV: prefix, limit, worker id, token base,
--- then pairs of job name and lease time (ms).
+-- then triples of job name, lease time (ms) and the most jobs of that name this claim takes.
+-- A paused name is left out; a name with a concurrency limit takes at most the limit less its
+-- live leases (scripts run one at a time, so racing claimers never exceed it together).
 -- First makes those names' due scheduled jobs pending and reclaims their leases that ran out
 -- (demoted: their execution went stale). Reads only what is due: far-future and failed jobs
 -- cost nothing.
@@ -13,7 +15,7 @@ if call('EXISTS', key('scheduled'), key('leases')) > 0 then
   drain_legacy(100)
 end
 
-for i = 5, #ARGV, 2 do
+for i = 5, #ARGV, 3 do
   local name = ARGV[i]
   local due = call('ZRANGEBYSCORE', key('scheduled', name), '-inf', now, 'LIMIT', 0, 1000)
   for _, id in ipairs(due) do
@@ -41,11 +43,28 @@ for i = 5, #ARGV, 2 do
 end
 
 local limit = tonumber(ARGV[2])
+local has_settings = call('EXISTS', key('paused'), key('limits')) > 0
+local paused = {}
 local candidates = {}
-for i = 5, #ARGV, 2 do
+for i = 5, #ARGV, 3 do
   local name, lock_ms = ARGV[i], tonumber(ARGV[i + 1])
-  for _, member in ipairs(call('ZRANGE', key('ready', name), 0, limit - 1)) do
-    candidates[#candidates + 1] = { member, name, lock_ms }
+  local cap = math.min(limit, tonumber(ARGV[i + 2]))
+  if has_settings then
+    if call('SISMEMBER', key('paused'), name) == 1 then
+      paused[name] = true
+      cap = 0
+    else
+      local most = tonumber(call('HGET', key('limits'), name))
+      if most then
+        local live = call('ZCOUNT', key('leases', name), '(' .. now, '+inf')
+        cap = math.min(cap, math.max(0, most - live))
+      end
+    end
+  end
+  if cap > 0 then
+    for _, member in ipairs(call('ZRANGE', key('ready', name), 0, cap - 1)) do
+      candidates[#candidates + 1] = { member, name, lock_ms }
+    end
   end
 end
 table.sort(candidates, function(a, b) return a[1] < b[1] end)
@@ -68,6 +87,7 @@ for i = 1, math.min(limit, #candidates) do
         expires_at = now + UNREADABLE_RETENTION_MS })
       call('ZADD', key('failed'), now + UNREADABLE_RETENTION_MS, id)
       if type(job.name) == 'string' then
+        call('ZADD', key('failedby', job.name), now + UNREADABLE_RETENTION_MS, id)
         free_unique(id, job)
       end
     end
@@ -96,18 +116,21 @@ flush_later()
 if #out - 3 < limit then
   -- Fewer than asked: when is the next job of these names due?
   local next_due = -1
-  for i = 5, #ARGV, 2 do
+  for i = 5, #ARGV, 3 do
     local name = ARGV[i]
-    if call('ZCARD', key('ready', name)) > 0 then
+    if paused[name] then
+      -- Left out: resuming it wakes the workers.
+    elseif call('ZCARD', key('ready', name)) > 0 then
       next_due = now
       break
-    end
-    for _, set in ipairs({ 'scheduled', 'leases' }) do
-      local first = call('ZRANGE', key(set, name), 0, 0, 'WITHSCORES')
-      if first[2] then
-        local at = tonumber(first[2])
-        if next_due < 0 or at < next_due then
-          next_due = at
+    else
+      for _, set in ipairs({ 'scheduled', 'leases' }) do
+        local first = call('ZRANGE', key(set, name), 0, 0, 'WITHSCORES')
+        if first[2] then
+          local at = tonumber(first[2])
+          if next_due < 0 or at < next_due then
+            next_due = at
+          end
         end
       end
     end

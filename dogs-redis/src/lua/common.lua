@@ -11,12 +11,16 @@
 --   P:ready:<name>      zset of due jobs of one name, all scores 0, members in claim order
 --   P:leases:<name>     zset: leased jobs of one name, score = lease end (ms)
 --   P:failed            zset: failed jobs, score = end of retention (ms)
+--   P:failedby:<name>   zset: failed jobs of one name, score = end of retention (ms)
+--   P:paused            set: paused job names (claims skip them)
+--   P:limits            hash: job name -> most executions of it running at once
 --   P:unique            hash: "<len>:<name><unique id>" -> id of the live job
 --   P:recurrent         hash: name -> id of the recurrent job
 --   P:exec:<id>         hash: one execution record (field json)
 --   P:execs:<name>      zset of the execution ids of one name, score = start (ms)
 --   P:exec_expiry       zset of execution ids, score = expiry (ms)
---   P:layout            the key layout's version (2: per-name scheduled and leases sets)
+--   P:layout            the key layout's version (2: per-name scheduled and leases sets; 3: and
+--                       per-name failed sets)
 --   P:wake              pub/sub channel: a job became due, or was stored for later
 local P = ARGV[1]
 local calls = 0
@@ -73,6 +77,7 @@ local function unindex(id, job)
     call('ZREM', key('leases', job.name), id)
   elseif job.state == 'failed' then
     call('ZREM', key('failed'), id)
+    call('ZREM', key('failedby', job.name), id)
   end
 end
 
@@ -89,6 +94,7 @@ local function index(id, job)
     call('ZADD', key('leases', job.name), job.locked_until, id)
   elseif job.state == 'failed' then
     call('ZADD', key('failed'), job.expires_at, id)
+    call('ZADD', key('failedby', job.name), job.expires_at, id)
   end
   return false
 end
@@ -162,6 +168,38 @@ end
 
 local function wake()
   call('PUBLISH', key('wake'), '')
+end
+
+-- Tells workers that a running job was cancelled.
+local function tell_cancelled()
+  call('PUBLISH', key('wake'), 'cancelled')
+end
+
+-- Puts a failed job back to run now: tries reset, its error and lease forgotten. The caller
+-- has checked that its unique identifier is free.
+local function put_back(id, job, now)
+  unindex(id, job)
+  call('HDEL', key('job', id), 'token', 'locked_until', 'locked_by', 'last_error', 'expires_at',
+    'progress')
+  job.token = nil
+  job.state = 'pending'
+  job.run_at = math.min(tonumber(job.run_at), now)
+  job.tries = 0
+  job.demoted = '0'
+  put(id, { state = 'pending', run_at = job.run_at, tries = 0, demoted = '0' })
+  if job.uid then
+    call('HSET', key('unique'), unique_field(job.name, job.uid), id)
+  end
+  index(id, job)
+end
+
+-- Whether another live job holds a failed job's unique identifier.
+local function unique_taken(id, job)
+  if not job.uid then
+    return false
+  end
+  local holder = call('HGET', key('unique'), unique_field(job.name, job.uid))
+  return holder ~= false and holder ~= nil and holder ~= id
 end
 
 -- Removes up to `limit` execution records past their expiry; returns how many.

@@ -8,6 +8,7 @@
 --   fail        error, retention (ms)
 --   demote
 --   release
+--   snooze      run_at (ms, or ''), delay (ms)
 -- Returns per job 1, 0 when its token is not current (nothing changed, nothing recorded), or -1
 -- when its record cannot be read (nothing changed). Every entry is checked before anything is
 -- written, so a record that cannot be read never leaves the batch half applied.
@@ -36,7 +37,12 @@ local function complete_one(b, job)
     delete_job(id, job)
   else
     unindex(id, job)
-    call('HDEL', key('job', id), 'token', 'locked_until', 'locked_by')
+    if completion == 'fail' then
+      call('HDEL', key('job', id), 'token', 'locked_until', 'locked_by')
+    else
+      -- Its progress was its execution's.
+      call('HDEL', key('job', id), 'token', 'locked_until', 'locked_by', 'progress')
+    end
     job.token = nil
     if completion == 'reschedule' then
       local run_at = now + tonumber(a2)
@@ -65,6 +71,15 @@ local function complete_one(b, job)
     elseif completion == 'release' then
       job.tries = math.max(0, tonumber(job.tries) - 1)
       job.state = pending_or_scheduled(job.run_at, now)
+    elseif completion == 'snooze' then
+      local run_at = now + tonumber(a2)
+      if a1 ~= '' then
+        run_at = tonumber(a1)
+      end
+      job.run_at = run_at
+      job.tries = math.max(0, tonumber(job.tries) - 1)
+      job.demoted = '0'
+      job.state = pending_or_scheduled(run_at, now)
     end
     put(id, {
       run_at = job.run_at, priority = job.priority, tries = job.tries, demoted = job.demoted,

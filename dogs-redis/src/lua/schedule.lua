@@ -1,19 +1,46 @@
 -- Stores event jobs. ARGV: prefix, count, then per job: name, params, priority, run_at (ms, or ''
--- for relative), delay (ms after now), unique identifier (or '').
--- Returns per job: 1 and the new id, or 0 and the id of the live job with the same name and
--- unique identifier.
+-- for relative), delay (ms after now), unique identifier (or ''), and '1' to replace a pending
+-- duplicate ('0' to keep it).
+-- Returns per job: 1 and the new id, 0 and the id of the live job with the same name and
+-- unique identifier, or 2 and its id when it was pending and took the new params, priority and
+-- run time.
 local now = now_ms()
 local count = tonumber(ARGV[2])
 local out = {}
 local due = false
 for i = 0, count - 1 do
-  local b = 3 + i * 6
+  local b = 3 + i * 7
   local name, uid = ARGV[b], ARGV[b + 5]
   local existing = false
   if uid ~= '' then
     existing = call('HGET', key('unique'), unique_field(name, uid))
   end
-  if existing then
+  local replaced = false
+  if existing and ARGV[b + 6] == '1' then
+    local job = load(existing)
+    local running = job and job.state == 'running' and tonumber(job.locked_until)
+      and tonumber(job.locked_until) > now
+    if job and job.name and not running and job.state ~= 'failed' then
+      unindex(existing, job)
+      local run_at = now + tonumber(ARGV[b + 4])
+      if ARGV[b + 3] ~= '' then
+        run_at = tonumber(ARGV[b + 3])
+      end
+      job.params = ARGV[b + 1]
+      job.priority = ARGV[b + 2]
+      job.run_at = run_at
+      job.state = pending_or_scheduled(run_at, now)
+      put(existing, { params = job.params, priority = job.priority, run_at = run_at, state = job.state })
+      if index(existing, job) then
+        due = true
+      end
+      replaced = true
+    end
+  end
+  if replaced then
+    out[#out + 1] = 2
+    out[#out + 1] = tonumber(existing)
+  elseif existing then
     out[#out + 1] = 0
     out[#out + 1] = tonumber(existing)
   else
