@@ -29,6 +29,8 @@ pub enum ErrorKind {
     Corrupt,
     /// The workers are shutting down.
     Shutdown,
+    /// A wait reached its deadline before what it waited for happened (the testing helpers).
+    TimedOut,
     /// Any other failure reported by the store.
     Backend,
 }
@@ -37,6 +39,7 @@ impl fmt::Display for ErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let text = match self {
             ErrorKind::LockLost => "lock lost",
+            ErrorKind::TimedOut => "timed out",
             ErrorKind::NotFound => "not found",
             ErrorKind::Conflict => "conflict",
             ErrorKind::Config => "invalid configuration",

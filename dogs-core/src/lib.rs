@@ -21,6 +21,7 @@ mod retry;
 mod schedule;
 mod scheduling;
 mod store;
+pub mod testing;
 mod wakeup;
 mod worker;
 

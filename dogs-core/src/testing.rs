@@ -1,0 +1,194 @@
+//! Helpers for testing your own jobs: run what is due inline, wait for a job's execution, and
+//! look at what was scheduled, with no worker set or timing to manage in the test.
+//!
+//! ```
+//! use std::time::Duration;
+//! use dogs_core::prelude::*;
+//! use dogs_core::testing::{drain, scheduled_jobs, wait_for_execution};
+//! use dogs_core::ExecutionStatus;
+//! use dogs_memory::MemoryStore;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> dogs_core::Result<()> {
+//! let store = MemoryStore::new();
+//! let welcome = EventJob::new("welcome", |to: String, _ctx: JobContext| async move {
+//!     Ok(format!("sent to {to}"))
+//! });
+//! let id = schedule_job(&store, &welcome, &"ada@example.com".to_owned(), ScheduleOptions::now())
+//!     .await?;
+//! assert_eq!(scheduled_jobs(&store, "welcome").await?.len(), 1);
+//!
+//! let ran = drain(&store, [welcome.definition()]).await?;
+//! assert_eq!(ran.len(), 1);
+//! assert_eq!(ran[0].status, ExecutionStatus::Success);
+//!
+//! let record = wait_for_execution(&store, "welcome", id.id(), Duration::from_secs(5)).await?;
+//! assert_eq!(record.result, Some(serde_json::json!("sent to ada@example.com")));
+//! assert!(scheduled_jobs(&store, "welcome").await?.is_empty());
+//! # Ok(())
+//! # }
+//! ```
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::time::Instant;
+
+use crate::definition::JobDefinition;
+use crate::error::{Error, ErrorKind, Result};
+use crate::execution::{Execution, ExecutionQuery};
+use crate::job::{Job, JobId, JobQuery, JobState};
+use crate::store::JobStore;
+use crate::worker::{start_workers, WorkerOptions};
+
+/// How long [`drain`] runs at most before it gives up with `TimedOut`.
+pub const DRAIN_DEADLINE: Duration = Duration::from_secs(60);
+
+/// How often the helpers look at the store while they wait.
+const LOOK_EVERY: Duration = Duration::from_millis(10);
+
+/// Runs every due job of `jobs` in this process until none is due or running, and returns the
+/// execution records of what ran, oldest first.
+///
+/// Jobs the handlers schedule to run now are run too; a job retried later, snoozed or
+/// scheduled ahead is left for later (as its record says). Records are only kept for
+/// definitions whose `save_executions_for` is not zero. Gives up with `TimedOut` after
+/// [`DRAIN_DEADLINE`] (a job that keeps rescheduling itself at once).
+pub async fn drain<S, I>(store: &S, jobs: I) -> Result<Vec<Execution>>
+where
+    S: JobStore + Clone,
+    I: IntoIterator,
+    I::Item: Into<JobDefinition>,
+{
+    let definitions: Vec<JobDefinition> = jobs.into_iter().map(Into::into).collect();
+    let names: Vec<String> = definitions.iter().map(|d| d.name().to_owned()).collect();
+    let began = store.now().await?;
+    let options = WorkerOptions {
+        workers_count: 1,
+        prefetch: 0,
+        poll_interval: Duration::from_millis(20),
+        cooldown_period: Duration::ZERO,
+        prune_interval: None,
+        ..WorkerOptions::default()
+    };
+    let workers = start_workers(store.clone(), definitions, options).await?;
+    let deadline = Instant::now() + DRAIN_DEADLINE;
+    let drained = loop {
+        match nothing_left(store, &names).await {
+            Ok(true) => break Ok(()),
+            Ok(false) if Instant::now() >= deadline => {
+                break Err(Error::new(
+                    ErrorKind::TimedOut,
+                    format!("jobs were still due after draining for {DRAIN_DEADLINE:?}"),
+                ))
+            }
+            Ok(false) => tokio::time::sleep(LOOK_EVERY).await,
+            Err(e) => break Err(e),
+        }
+    };
+    workers.stop().await;
+    drained?;
+    let mut ran = Vec::new();
+    for name in &names {
+        ran.extend(records_since(store, name, began).await?);
+    }
+    ran.sort_by(|a, b| (a.started_at, &a.execution_id).cmp(&(b.started_at, &b.execution_id)));
+    Ok(ran)
+}
+
+/// Whether no job of `names` is due or running.
+async fn nothing_left<S: JobStore + ?Sized>(store: &S, names: &[String]) -> Result<bool> {
+    let now = store.now().await?;
+    for name in names {
+        for job in all_jobs(store, name, None).await? {
+            match job.state {
+                JobState::Running => return Ok(false),
+                JobState::Pending if job.run_at <= now && !job.paused => return Ok(false),
+                _ => {}
+            }
+        }
+    }
+    Ok(true)
+}
+
+/// Every execution record of `name` that started at `since` or later.
+async fn records_since<S: JobStore + ?Sized>(
+    store: &S,
+    name: &str,
+    since: DateTime<Utc>,
+) -> Result<Vec<Execution>> {
+    let mut records = Vec::new();
+    let mut offset = 0;
+    loop {
+        let page = store
+            .executions(&ExecutionQuery::name(name).limit(500).offset(offset))
+            .await?;
+        let full = page.len() == 500;
+        offset += page.len();
+        let older = page.iter().any(|r| r.started_at < since);
+        records.extend(page.into_iter().filter(|r| r.started_at >= since));
+        if !full || older {
+            return Ok(records);
+        }
+    }
+}
+
+/// Every job of `name`, in `state` when given, in listing order.
+async fn all_jobs<S: JobStore + ?Sized>(
+    store: &S,
+    name: &str,
+    state: Option<JobState>,
+) -> Result<Vec<Job>> {
+    let mut jobs = Vec::new();
+    loop {
+        let mut query = JobQuery::name(name).limit(500).offset(jobs.len());
+        query.state = state;
+        let page = store.list_jobs(&query).await?;
+        let full = page.len() == 500;
+        jobs.extend(page);
+        if !full {
+            return Ok(jobs);
+        }
+    }
+}
+
+/// Waits until job `id` of `name` has an execution record and is not running, and returns the
+/// record of its latest execution; `TimedOut` after `deadline`.
+///
+/// A job retried at once may run again after the record is returned: the record is of one
+/// execution, the job's outcome so far.
+pub async fn wait_for_execution<S: JobStore + ?Sized>(
+    store: &S,
+    name: &str,
+    id: &JobId,
+    deadline: Duration,
+) -> Result<Execution> {
+    let ends = Instant::now() + deadline;
+    loop {
+        let running = store
+            .get_job(id)
+            .await?
+            .is_some_and(|job| job.state == JobState::Running);
+        if !running {
+            let latest = store
+                .executions(&ExecutionQuery::name(name).job_id(id.clone()).limit(1))
+                .await?;
+            if let Some(record) = latest.into_iter().next() {
+                return Ok(record);
+            }
+        }
+        if Instant::now() >= ends {
+            return Err(Error::new(
+                ErrorKind::TimedOut,
+                format!("job {id} of '{name}' had no execution within {deadline:?}"),
+            ));
+        }
+        tokio::time::sleep(LOOK_EVERY).await;
+    }
+}
+
+/// The pending jobs of `name` (due or scheduled for later), in claim order: what a test
+/// checks it scheduled.
+pub async fn scheduled_jobs<S: JobStore + ?Sized>(store: &S, name: &str) -> Result<Vec<Job>> {
+    all_jobs(store, name, Some(JobState::Pending)).await
+}

@@ -1,0 +1,79 @@
+//! The testing helpers: draining runs what is due, including what handlers schedule, and
+//! leaves what is due later; waiting gives up at its deadline.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use dogs_core::prelude::*;
+use dogs_core::testing::{drain, scheduled_jobs, wait_for_execution};
+use dogs_core::{ErrorAction, ErrorKind, ExecutionStatus, JobId};
+use dogs_memory::MemoryStore;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_runs_what_handlers_schedule_and_leaves_what_is_due_later() {
+    let store = MemoryStore::new();
+    let follow_up = EventJob::new("follow-up", |n: u32, _ctx: JobContext| async move { Ok(n) });
+    let chained = {
+        let store = store.clone();
+        let follow_up = follow_up.clone();
+        EventJob::new("chained", move |n: u32, _ctx: JobContext| {
+            let (store, follow_up) = (store.clone(), follow_up.clone());
+            async move {
+                schedule_job(&store, &follow_up, &(n + 1), ScheduleOptions::now()).await?;
+                Ok(())
+            }
+        })
+    };
+    let flaky = EventJob::new("flaky", |_: (), _ctx: JobContext| async move {
+        Err::<(), _>("not yet".into())
+    })
+    .on_error(|_| ErrorAction::RetryIn(Duration::from_secs(3600)));
+    schedule_job(&store, &chained, &1, ScheduleOptions::now())
+        .await
+        .unwrap();
+    let flaky_id = schedule_job(&store, &flaky, &(), ScheduleOptions::now())
+        .await
+        .unwrap();
+    let later = schedule_job(
+        &store,
+        &follow_up,
+        &9,
+        ScheduleOptions::run_in(Duration::from_secs(600)),
+    )
+    .await
+    .unwrap();
+
+    let ran = drain(
+        &store,
+        [
+            chained.definition(),
+            follow_up.definition(),
+            flaky.definition(),
+        ],
+    )
+    .await
+    .unwrap();
+    let outcomes: Vec<(&str, ExecutionStatus)> =
+        ran.iter().map(|r| (r.name.as_str(), r.status)).collect();
+    assert_eq!(outcomes.len(), 3, "{outcomes:?}");
+    assert!(outcomes.contains(&("chained", ExecutionStatus::Success)));
+    assert!(outcomes.contains(&("follow-up", ExecutionStatus::Success)));
+    assert!(outcomes.contains(&("flaky", ExecutionStatus::Error)));
+    let follow = ran.iter().find(|r| r.name == "follow-up").unwrap();
+    assert_eq!(follow.result, Some(serde_json::json!(2)));
+
+    let left: Vec<JobId> = scheduled_jobs(&store, "follow-up")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|j| j.id)
+        .collect();
+    assert_eq!(left, vec![later.id().clone()], "a job due later is left");
+    assert_eq!(scheduled_jobs(&store, "flaky").await.unwrap().len(), 1);
+    let record = wait_for_execution(&store, "flaky", flaky_id.id(), Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert_eq!(record.status, ExecutionStatus::Error);
+    let none = wait_for_execution(&store, "follow-up", later.id(), Duration::from_millis(50)).await;
+    assert_eq!(none.map_err(|e| e.kind()).err(), Some(ErrorKind::TimedOut));
+}
