@@ -35,6 +35,7 @@ pub(crate) async fn execute(
         job.id = %claimed.job.id,
         job.tries = claimed.job.tries,
     );
+    crate::trace::set_parent(&span, claimed.job.trace_context.as_deref());
     async {
         match shared.definitions.get(&claimed.job.name) {
             Some(definition) => {

@@ -199,6 +199,10 @@ pub struct NewJob {
     /// What a duplicate does: keep the live job as it is (the default), or replace a pending
     /// one's params, run time and priority.
     pub on_duplicate: OnDuplicate,
+    /// The scheduler's trace context (a W3C `traceparent`), so the execution's span is a child
+    /// of the span that scheduled the job; set by [`schedule_job`](crate::schedule_job) with
+    /// the `opentelemetry` feature.
+    pub trace_context: Option<String>,
 }
 
 /// What scheduling a job whose (name, unique identifier) a live job already has does.
@@ -223,6 +227,7 @@ impl NewJob {
             run_at: RunAt::Now,
             unique_identifier: None,
             on_duplicate: OnDuplicate::Keep,
+            trace_context: None,
         }
     }
 
@@ -263,6 +268,9 @@ impl NewJob {
         crate::limits::check_run_at(self.run_at)?;
         if let Some(unique) = &self.unique_identifier {
             validate_text("unique identifier", unique, MAX_UNIQUE_IDENTIFIER_BYTES)?;
+        }
+        if let Some(trace_context) = &self.trace_context {
+            crate::trace::validate(trace_context)?;
         }
         validate_params(&self.name, &self.params)?;
         let size = params_size(&self.params);
@@ -433,6 +441,9 @@ pub struct Job {
     /// claims it until the name is resumed.
     #[serde(default)]
     pub paused: bool,
+    /// The trace context it was scheduled with ([`NewJob::trace_context`]).
+    #[serde(default)]
+    pub trace_context: Option<String>,
 }
 
 /// Which jobs [`JobStore::list_jobs`](crate::JobStore::list_jobs) returns.

@@ -22,6 +22,7 @@ mod schedule;
 mod scheduling;
 mod store;
 pub mod testing;
+mod trace;
 mod wakeup;
 mod worker;
 
@@ -52,6 +53,7 @@ pub use retry::RetryBackoff;
 pub use schedule::{CronSchedule, NextRunFn, Schedule};
 pub use scheduling::{schedule_job, schedule_job_by_name, ScheduleOptions};
 pub use store::{validate_concurrency_limit, validate_progress, JobStore};
+pub use trace::MAX_TRACE_CONTEXT_BYTES;
 pub use wakeup::{listen_with_reconnect, Notice, WakeUpSender, WakeUps};
 pub use worker::{start_workers, OnMaxTries, WorkerOptions, Workers, SHUTDOWN_SAVE_TIME};
 

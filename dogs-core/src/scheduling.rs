@@ -86,6 +86,7 @@ impl ScheduleOptions {
             run_at: self.run_at,
             unique_identifier: self.unique_identifier,
             on_duplicate: self.on_duplicate,
+            trace_context: None,
         }
     }
 }
@@ -109,8 +110,11 @@ where
 }
 
 /// Stores one job, in a span of its own, and counts it.
-async fn scheduled<S: JobStore + ?Sized>(store: &S, job: NewJob) -> Result<Scheduled> {
+async fn scheduled<S: JobStore + ?Sized>(store: &S, mut job: NewJob) -> Result<Scheduled> {
     let span = tracing::info_span!("dogs.schedule", job.name = %job.name);
+    if job.trace_context.is_none() {
+        job.trace_context = span.in_scope(crate::trace::current);
+    }
     let name = job.name.clone();
     let outcome = tracing::Instrument::instrument(store.schedule(job), span).await?;
     if matches!(outcome, Scheduled::Created(_)) {

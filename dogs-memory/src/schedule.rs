@@ -51,6 +51,7 @@ impl State {
                 schedule_key: None,
                 created_at: now,
                 progress: None,
+                trace_context: job.trace_context,
                 slot: Self::pending_slot(run_at, now),
             },
         );
@@ -99,6 +100,7 @@ impl State {
                 schedule_key: Some(job.schedule_key),
                 created_at: now,
                 progress: None,
+                trace_context: None,
                 slot: Slot::Ready,
             },
         );

@@ -53,6 +53,7 @@ pub(crate) struct Record {
     pub(crate) schedule_key: Option<String>,
     pub(crate) created_at: DateTime<Utc>,
     pub(crate) progress: Option<Value>,
+    pub(crate) trace_context: Option<String>,
     pub(crate) slot: Slot,
 }
 
@@ -102,6 +103,7 @@ impl Record {
             created_at: self.created_at,
             progress: self.progress.clone(),
             paused: false,
+            trace_context: self.trace_context.clone(),
         }
     }
 }

@@ -113,6 +113,7 @@ pub(crate) fn job_from_doc(doc: Document, now: DateTime<Utc>) -> Result<Option<J
         created_at: get_date(&doc, "created_at")?,
         progress: doc.get("progress").cloned().map(bson_to_json),
         paused: false,
+        trace_context: opt_str(&doc, "trace_context"),
     }))
 }
 

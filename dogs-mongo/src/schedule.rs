@@ -33,6 +33,9 @@ impl MongoStore {
             doc.insert("uid", unique.as_str());
             doc.insert("ukey", unique_key(&job.name, unique));
         }
+        if let Some(trace) = &job.trace_context {
+            doc.insert("trace_context", trace.as_str());
+        }
         Ok((id, doc))
     }
 

@@ -54,6 +54,7 @@ pub(crate) fn job_from_row(row: &PgRow, state: JobState) -> Result<Job> {
         // Not returned by claims; `NULL` or missing is none.
         progress: row.try_get("progress").unwrap_or(None),
         paused: row.try_get("paused").unwrap_or(false),
+        trace_context: row.try_get("trace_context").unwrap_or(None),
     })
 }
 

@@ -33,8 +33,8 @@ impl Statements {
                     "WITH input AS (
                          SELECT COALESCE($5::timestamptz, {{s}}.ms_now() + $6::bigint * interval '1 millisecond') AS at
                      ), ins AS (
-                         INSERT INTO {{s}}.jobs (name, kind, params, priority, run_at, unique_identifier, state)
-                         SELECT $1, 'event', $2, $3, input.at, $4, {}
+                         INSERT INTO {{s}}.jobs (name, kind, params, priority, run_at, unique_identifier, state, trace_context)
+                         SELECT $1, 'event', $2, $3, input.at, $4, {}, $7
                          FROM input
                          ON CONFLICT {UNIQUE_TARGET} DO NOTHING
                          RETURNING id
@@ -51,13 +51,13 @@ impl Statements {
             schedule_many: fill(
                 &format!(
                     "WITH input AS (
-                         SELECT nextval('{{s}}.jobs_id_seq') AS id, i.ord, i.name, i.params, i.priority, i.uid,
+                         SELECT nextval('{{s}}.jobs_id_seq') AS id, i.ord, i.name, i.params, i.priority, i.uid, i.trace,
                                 COALESCE(i.at, {{s}}.ms_now() + i.in_ms * interval '1 millisecond') AS run_at
-                         FROM unnest($1::text[], $2::jsonb[], $3::int[], $4::timestamptz[], $5::bigint[], $6::text[])
-                              WITH ORDINALITY AS i(name, params, priority, at, in_ms, uid, ord)
+                         FROM unnest($1::text[], $2::jsonb[], $3::int[], $4::timestamptz[], $5::bigint[], $6::text[], $7::text[])
+                              WITH ORDINALITY AS i(name, params, priority, at, in_ms, uid, trace, ord)
                      ), ins AS (
-                         INSERT INTO {{s}}.jobs (id, name, kind, params, priority, run_at, unique_identifier, state)
-                         SELECT id, name, 'event', params, priority, run_at, uid, {}
+                         INSERT INTO {{s}}.jobs (id, name, kind, params, priority, run_at, unique_identifier, state, trace_context)
+                         SELECT id, name, 'event', params, priority, run_at, uid, {}, trace
                          FROM input ORDER BY ord
                          ON CONFLICT {UNIQUE_TARGET} DO NOTHING
                          RETURNING id
@@ -135,6 +135,7 @@ impl PostgresStore {
                 .bind(&job.unique_identifier)
                 .bind(at)
                 .bind(in_ms)
+                .bind(&job.trace_context)
                 .fetch_optional(&mut *conn)
                 .await
                 .map_err(|e| db_error("scheduling a job", e))?;
@@ -203,6 +204,7 @@ impl PostgresStore {
             let mut ats = Vec::with_capacity(valid.len());
             let mut delays = Vec::with_capacity(valid.len());
             let mut uniques = Vec::with_capacity(valid.len());
+            let mut traces = Vec::with_capacity(valid.len());
             for (_, job) in &valid {
                 let (at, in_ms) = run_at_binds(job.run_at);
                 names.push(job.name.as_str());
@@ -211,8 +213,17 @@ impl PostgresStore {
                 ats.push(at);
                 delays.push(in_ms);
                 uniques.push(job.unique_identifier.as_deref());
+                traces.push(job.trace_context.as_deref());
             }
-            let columns = (&names, &params, &priorities, &ats, &delays, &uniques);
+            let columns = (
+                &names,
+                &params,
+                &priorities,
+                &ats,
+                &delays,
+                &uniques,
+                &traces,
+            );
             let rows = self
                 .attempt("scheduling jobs", move || async move {
                     let mut conn = self.conn().await?;
@@ -223,6 +234,7 @@ impl PostgresStore {
                         .bind(columns.3)
                         .bind(columns.4)
                         .bind(columns.5)
+                        .bind(columns.6)
                         .fetch_all(&mut *conn)
                         .await
                         .map_err(|e| db_error("scheduling jobs", e))

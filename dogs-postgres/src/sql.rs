@@ -10,7 +10,7 @@ pub(crate) const VISIBLE: &str = "NOT (state = 'failed' AND expires_at <= {s}.ms
 /// The columns of a job, as `decode` reads them.
 pub(crate) const JOB_COLUMNS: &str =
     "id, name, kind, params, priority, run_at, unique_identifier, \
-     tries, locked_until, locked_by, last_error, expires_at, schedule_key, created_at, progress";
+     tries, locked_until, locked_by, last_error, expires_at, schedule_key, created_at, progress, trace_context";
 /// The columns of an execution record, in the order they are bound.
 pub(crate) const EXECUTION_COLUMNS: &str = "execution_id, job_id, name, kind, priority, tries, \
      unique_identifier, params, started_at, ended_at, duration_ms, status, error, result, \

@@ -50,6 +50,7 @@ pub(crate) struct ClaimedRecord {
     pub(crate) schedule_key: Option<String>,
     pub(crate) created_at: Option<String>,
     pub(crate) was_stale: bool,
+    pub(crate) trace: Option<String>,
 }
 
 /// A claimed job as the claim script reported it.
@@ -80,6 +81,7 @@ pub(crate) fn claimed_from_record(
         created_at: from_millis(number(created_at, "created_at")?),
         progress: None,
         paused: false,
+        trace_context: record.trace,
     };
     Ok(ClaimedJob {
         lease: Lease {
@@ -178,6 +180,7 @@ pub(crate) fn job_from_hash(
             .get("progress")
             .and_then(|p| serde_json::from_str(p).ok()),
         paused: false,
+        trace_context: hash.get("trace").cloned(),
     }))
 }
 

@@ -33,7 +33,8 @@ impl RedisStore {
                     "1"
                 } else {
                     "0"
-                });
+                })
+                .arg(job.trace_context.as_deref().unwrap_or(""));
         }
         let reply: Vec<i64> = invocation
             .invoke_async(&mut self.conn())

@@ -42,6 +42,26 @@ pub async fn schedule_roundtrip(ctx: TestContext) {
     assert_eq!(job.unique_identifier.as_deref(), Some("order-1"));
     assert_eq!(job.tries, 0);
     assert_eq!(job.state, JobState::Pending);
+    assert_eq!(job.trace_context, None);
+
+    // The scheduler's trace context reads back, and comes with the claim, alone and in bulk.
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let mut traced = NewJob::new("traced", json!({}));
+    traced.trace_context = Some(traceparent.to_owned());
+    let one = schedule_new(&*store, traced.clone()).await;
+    let many = store.schedule_many(vec![traced]).await.unwrap();
+    let many = many[0].as_ref().unwrap().id().clone();
+    for id in [&one, &many] {
+        let job = store.get_job(id).await.unwrap().unwrap();
+        assert_eq!(job.trace_context.as_deref(), Some(traceparent));
+    }
+    for claimed in claim(&*store, "traced", LEASE, 10).await {
+        assert_eq!(claimed.job.trace_context.as_deref(), Some(traceparent));
+        store
+            .complete(&claimed.lease, Completion::Remove)
+            .await
+            .unwrap();
+    }
 
     let before = store_now(&*store).await;
     let relative = schedule_new(

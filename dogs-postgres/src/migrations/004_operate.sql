@@ -3,7 +3,8 @@
 -- The new claim is a function of its own, `claim_capped`: workers of the previous version,
 -- still running during an upgrade, go on calling `claim_next`, which ignores the settings.
 
-ALTER TABLE "{schema}".jobs ADD COLUMN progress jsonb;
+-- And the scheduler's trace context (a W3C traceparent), for the execution's span.
+ALTER TABLE "{schema}".jobs ADD COLUMN progress jsonb, ADD COLUMN trace_context text;
 
 CREATE TABLE "{schema}".names (
     name text PRIMARY KEY,
@@ -21,7 +22,7 @@ RETURNS TABLE (
     id bigint, name text, kind text, params jsonb, priority integer, run_at timestamptz,
     unique_identifier text, tries integer, locked_until timestamptz, locked_by text,
     lease_token text, schedule_key text, created_at timestamptz, was_stale boolean,
-    claimed_at timestamptz, next_due timestamptz
+    claimed_at timestamptz, next_due timestamptz, trace_context text
 )
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
@@ -84,7 +85,7 @@ BEGIN
     WHERE j.id = p.id
     RETURNING j.id, j.name, j.kind, j.params, j.priority, j.run_at, j.unique_identifier, j.tries,
         j.locked_until, j.locked_by, j.lease_token, j.schedule_key, j.created_at, p.stale, v_now,
-        NULL::timestamptz;
+        NULL::timestamptz, j.trace_context;
     GET DIAGNOSTICS v_leased = ROW_COUNT;
 
     IF v_leased < p_limit THEN
@@ -105,7 +106,7 @@ BEGIN
                      SELECT s.locked_until FROM "{schema}".jobs s
                      WHERE s.name = w.name AND s.state = 'running'
                      ORDER BY s.locked_until LIMIT 1) l)
-            ) END;
+            ) END, NULL::text;
     END IF;
 END $$;
 

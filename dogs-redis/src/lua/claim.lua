@@ -107,7 +107,7 @@ for i = 1, math.min(limit, #candidates) do
       priority = job.priority, run_at = text(job.run_at), uid = job.uid,
       tries = text(tries), token = token, locked_until = text(locked_until),
       locked_by = ARGV[3], schedule_key = job.schedule_key, created_at = job.created_at,
-      was_stale = was_stale,
+      was_stale = was_stale, trace = job.trace,
     })
   end
 end

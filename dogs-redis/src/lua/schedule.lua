@@ -1,6 +1,6 @@
 -- Stores event jobs. ARGV: prefix, count, then per job: name, params, priority, run_at (ms, or ''
--- for relative), delay (ms after now), unique identifier (or ''), and '1' to replace a pending
--- duplicate ('0' to keep it).
+-- for relative), delay (ms after now), unique identifier (or ''), '1' to replace a pending
+-- duplicate ('0' to keep it), and the trace context (or '').
 -- Returns per job: 1 and the new id, 0 and the id of the live job with the same name and
 -- unique identifier, or 2 and its id when it was pending and took the new params, priority and
 -- run time.
@@ -9,7 +9,7 @@ local count = tonumber(ARGV[2])
 local out = {}
 local due = false
 for i = 0, count - 1 do
-  local b = 3 + i * 7
+  local b = 3 + i * 8
   local name, uid = ARGV[b], ARGV[b + 5]
   local existing = false
   if uid ~= '' then
@@ -57,6 +57,9 @@ for i = 0, count - 1 do
     if uid ~= '' then
       job.uid = uid
       call('HSET', key('unique'), unique_field(name, uid), id)
+    end
+    if ARGV[b + 7] ~= '' then
+      job.trace = ARGV[b + 7]
     end
     put(id, job)
     call('ZADD', key('jobs'), id, id)
