@@ -1,13 +1,15 @@
 //! `dogs-bench`: measures dogs on every store and prints a table (and JSON).
 //!
 //! ```text
-//! dogs-bench <scenario> <backend> [--runs N] [--jobs N] [--history on|off] [--prefetch N] [--json FILE]
-//!   scenario: enqueue | drain | latency | depth | recurrent | history
+//! dogs-bench <scenario> <backend> [--runs N] [--jobs N] [--history on|off] [--prefetch N] [--auto-extend on|off] [--json FILE]
+//!   scenario: enqueue | drain | latency | depth | recurrent | history | overhead
 //!   backend:  memory | postgres | redis | mongo
 //! ```
 //!
 //! `--history off` drains jobs that keep no execution record (`save_executions_for` zero);
-//! `--prefetch N` sets `WorkerOptions::prefetch` of the drains.
+//! `--prefetch N` sets `WorkerOptions::prefetch` of the drains, `--auto-extend` their
+//! `auto_extend`. `overhead` drains in alternated rounds with renewal and a Prometheus recorder
+//! off, then on.
 //!
 //! Servers come from `DOGS_POSTGRES_URL`, `DOGS_REDIS_URL` and `DOGS_MONGO_URL` (defaults: the
 //! local servers `scripts/test` uses). Each run uses a fresh namespace, removed afterwards. Every
@@ -29,6 +31,7 @@ const ALLOCATOR: &str = if cfg!(feature = "mimalloc") {
 mod backend;
 mod history;
 mod measure;
+mod overhead;
 mod scenarios;
 
 use std::time::Duration;
@@ -48,6 +51,8 @@ pub struct Settings {
     records: usize,
     /// `WorkerOptions::prefetch` of the drains (default: the library's).
     prefetch: Option<usize>,
+    /// `WorkerOptions::auto_extend` of the drains (default: the library's).
+    auto_extend: Option<bool>,
     json: Option<String>,
 }
 
@@ -63,6 +68,7 @@ fn parse_args() -> Result<Settings, String> {
         history: true,
         records: 10_000_000,
         prefetch: None,
+        auto_extend: None,
         json: None,
     };
     while let Some(flag) = args.next() {
@@ -76,6 +82,13 @@ fn parse_args() -> Result<Settings, String> {
             "--json" => settings.json = Some(value),
             "--prefetch" => {
                 settings.prefetch = Some(value.parse().map_err(|_| "--prefetch takes a number")?)
+            }
+            "--auto-extend" => {
+                settings.auto_extend = match value.as_str() {
+                    "on" => Some(true),
+                    "off" => Some(false),
+                    _ => return Err("--auto-extend takes on or off".into()),
+                }
             }
             "--history" => {
                 settings.history = match value.as_str() {
@@ -93,7 +106,7 @@ fn parse_args() -> Result<Settings, String> {
     Ok(settings)
 }
 
-const USAGE: &str = "usage: dogs-bench <enqueue|drain|latency|depth|recurrent|history> <memory|postgres|redis|mongo> [--runs N] [--jobs N] [--records N] [--history on|off] [--prefetch N] [--json FILE]";
+const USAGE: &str = "usage: dogs-bench <enqueue|drain|latency|depth|recurrent|history|overhead> <memory|postgres|redis|mongo> [--runs N] [--jobs N] [--records N] [--history on|off] [--prefetch N] [--auto-extend on|off] [--json FILE]";
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {

@@ -23,6 +23,7 @@ pub async fn run(settings: &Settings, backend: &Backend) -> Outcome<Vec<Figure>>
         "latency" => latency(settings, backend).await,
         "recurrent" => recurrent(settings, backend).await,
         "history" => crate::history::run(settings, backend).await,
+        "overhead" => crate::overhead::run(settings, backend).await,
         other => Err(format!("unknown scenario {other}").into()),
     }
 }
@@ -245,6 +246,7 @@ pub(crate) async fn drain_due(
         cooldown_period: Duration::ZERO,
         poll_interval: Duration::from_millis(200),
         prefetch: settings.prefetch.unwrap_or(defaults.prefetch),
+        auto_extend: settings.auto_extend.unwrap_or(defaults.auto_extend),
         // The workers' own pruning is measured on its own (the history scenario), not here.
         prune_interval: None,
         ..defaults

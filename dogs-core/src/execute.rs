@@ -119,24 +119,12 @@ impl Drop for Registered<'_> {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(&self.id);
-        crate::metrics::stopped(&self.name);
-    }
-}
-
-/// Renews the lease every third of `lock_time` until the execution ends; a renewal refused
-/// with `LockLost` fires the execution's lost signal (through `extend`).
-async fn renew(ctx: JobContext, lock_time: Duration) {
-    let every = (lock_time / 3).max(Duration::from_millis(1));
-    loop {
-        tokio::time::sleep(every).await;
-        if let Err(e) = ctx.renew(lock_time).await {
-            if e.kind() == crate::ErrorKind::LockLost {
-                return;
-            }
-            warn!(error = %e, "renewing the lease failed; trying again at the next renewal");
+        if let Some(metrics) = self.shared.metrics.get(&self.name) {
+            metrics.stopped();
         }
     }
 }
+
 
 async fn run_claimed(
     shared: &Shared,
@@ -178,7 +166,9 @@ async fn run_claimed(
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .insert(job.id.clone(), in_store.clone());
-    crate::metrics::started(&claimed, clock.now());
+    if let Some(metrics) = shared.metrics.get(&job.name) {
+        metrics.started(&claimed, clock.now());
+    }
     let _registered = Registered {
         shared,
         id: job.id.clone(),
@@ -210,12 +200,6 @@ async fn run_claimed(
         (outcome, Instant::now())
     });
     let auto_extend = definition.auto_extend.unwrap_or(shared.options.auto_extend);
-    let renewing = async {
-        if auto_extend {
-            renew(ctx.clone(), lock_time).await;
-        }
-        std::future::pending::<()>().await
-    };
     let timeout = async {
         match definition.timeout {
             Some(timeout) => tokio::time::sleep(timeout).await,
@@ -227,10 +211,9 @@ async fn run_claimed(
         _ = lost.cancelled() => First::LeaseLost,
         joined = &mut handler => First::Returned(joined),
         _ = in_store.cancelled() => First::CancelledInStore,
-        _ = stop_point(end_rx.clone()) => First::Stale,
+        _ = watch_lease(end_rx.clone(), auto_extend.then(|| (ctx.clone(), lock_time))) => First::Stale,
         _ = timeout => First::TimedOut,
         _ = shared.cancel_running.cancelled() => First::Cancelled,
-        _ = renewing => First::LeaseLost,
     };
     let stop_at = || end_rx.borrow().stop_at();
     let (ending, still_running) = match first {
@@ -361,20 +344,67 @@ async fn stop(
 }
 
 /// Completes at the point where an execution whose lease was not extended must be stopped:
-/// before the lease can end, with room to stop the handler and release the job.
-async fn stop_point(mut end: watch::Receiver<LeaseEnd>) {
+/// before the lease can end, with room to stop the handler and release the job. With `renew`,
+/// renews the lease every third of its length until then (one timer at a time, whichever
+/// comes first); a renewal that fails for a while is tried again a tenth of the lease later,
+/// and one refused with `LockLost` fires the execution's lost signal and never completes this.
+async fn watch_lease(
+    mut end: watch::Receiver<LeaseEnd>,
+    renew: Option<(crate::JobContext, Duration)>,
+) {
+    let mut retry_at: Option<Instant> = None;
     loop {
-        let at: Instant = end.borrow_and_update().stop_at();
-        tokio::select! {
-            _ = tokio::time::sleep_until(at) => {
-                if !end.has_changed().unwrap_or(false) {
-                    return;
+        let lease = *end.borrow_and_update();
+        let stop_at = lease.stop_at();
+        let renew_at = renew.as_ref().map(|_| {
+            retry_at.unwrap_or_else(|| {
+                let started = lease.at.checked_sub(lease.lock_time).unwrap_or(lease.at);
+                crate::worker::later(started, lease.lock_time / 3)
+            })
+        });
+        match (renew_at, &renew) {
+            (Some(at), Some((ctx, lock_time))) if at < stop_at => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(at) => {}
+                    changed = end.changed() => {
+                        if changed.is_err() {
+                            tokio::time::sleep_until(stop_at).await;
+                            return;
+                        }
+                        retry_at = None;
+                        continue;
+                    }
+                }
+                tokio::select! {
+                    renewed = ctx.renew(*lock_time) => match renewed {
+                        Ok(()) => retry_at = None,
+                        Err(e) if e.kind() == crate::ErrorKind::LockLost => {
+                            return std::future::pending().await;
+                        }
+                        Err(e) => {
+                            warn!(error = %e, "renewing the lease failed; trying again");
+                            retry_at = Some(crate::worker::later(
+                                Instant::now(),
+                                (*lock_time / 10).max(Duration::from_millis(10)),
+                            ));
+                        }
+                    },
+                    _ = tokio::time::sleep_until(stop_at) => return,
                 }
             }
-            changed = end.changed() => {
-                if changed.is_err() {
-                    tokio::time::sleep_until(at).await;
-                    return;
+            _ => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(stop_at) => {
+                        if !end.has_changed().unwrap_or(false) {
+                            return;
+                        }
+                    }
+                    changed = end.changed() => {
+                        if changed.is_err() {
+                            tokio::time::sleep_until(stop_at).await;
+                            return;
+                        }
+                    }
                 }
             }
         }

@@ -1,8 +1,10 @@
 //! Metrics through the [`metrics`](https://docs.rs/metrics) facade: the application installs the
 //! recorder (Prometheus, StatsD, ...) it wants; with none installed they cost next to nothing.
-//! Every metric carries the label `job` with the job name; the table is in the crate docs.
+//! Every metric carries the label `job` with the job name; the table is in the crate docs. A
+//! worker set registers its names' metrics when it starts: install the recorder before.
 
 use chrono::{DateTime, Utc};
+use metrics::{Counter, Gauge, Histogram};
 
 use crate::claim::ClaimedJob;
 use crate::execution::ExecutionStatus;
@@ -31,32 +33,64 @@ pub const RUN_TIME: &str = "dogs_run_time_seconds";
 /// Gauge: executions running now in this process.
 pub const RUNNING: &str = "dogs_executions_running";
 
-/// An execution started at `now` (the store's clock).
-pub(crate) fn started(claimed: &ClaimedJob, now: DateTime<Utc>) {
-    let job = claimed.job.name.clone();
-    metrics::counter!(STARTED, "job" => job.clone()).increment(1);
-    let latency = (now - claimed.job.run_at).to_std().unwrap_or_default();
-    metrics::histogram!(PICKUP_LATENCY, "job" => job.clone()).record(latency.as_secs_f64());
-    metrics::gauge!(RUNNING, "job" => job).increment(1.0);
+/// The metrics of one job name, registered once when a worker set starts (so a recorder must
+/// be installed before `start_workers` to see them).
+pub(crate) struct NameMetrics {
+    started: Counter,
+    succeeded: Counter,
+    retried: Counter,
+    failed: Counter,
+    stale: Counter,
+    cancelled: Counter,
+    snoozed: Counter,
+    pickup_latency: Histogram,
+    run_time: Histogram,
+    running: Gauge,
 }
 
-/// An execution of `name` stopped running.
-pub(crate) fn stopped(name: &str) {
-    metrics::gauge!(RUNNING, "job" => name.to_owned()).decrement(1.0);
-}
+impl NameMetrics {
+    pub(crate) fn new(name: &str) -> Self {
+        let job = || name.to_owned();
+        NameMetrics {
+            started: metrics::counter!(STARTED, "job" => job()),
+            succeeded: metrics::counter!(SUCCEEDED, "job" => job()),
+            retried: metrics::counter!(RETRIED, "job" => job()),
+            failed: metrics::counter!(FAILED, "job" => job()),
+            stale: metrics::counter!(STALE, "job" => job()),
+            cancelled: metrics::counter!(CANCELLED, "job" => job()),
+            snoozed: metrics::counter!(SNOOZED, "job" => job()),
+            pickup_latency: metrics::histogram!(PICKUP_LATENCY, "job" => job()),
+            run_time: metrics::histogram!(RUN_TIME, "job" => job()),
+            running: metrics::gauge!(RUNNING, "job" => job()),
+        }
+    }
 
-/// An execution of `name` ended with `status` after `run_time`.
-pub(crate) fn ended(name: &str, status: ExecutionStatus, run_time: std::time::Duration) {
-    let counter = match status {
-        ExecutionStatus::Success => SUCCEEDED,
-        ExecutionStatus::Error => RETRIED,
-        ExecutionStatus::Failed => FAILED,
-        ExecutionStatus::Stale => STALE,
-        ExecutionStatus::Cancelled => CANCELLED,
-        ExecutionStatus::Snoozed => SNOOZED,
-    };
-    metrics::counter!(counter, "job" => name.to_owned()).increment(1);
-    metrics::histogram!(RUN_TIME, "job" => name.to_owned()).record(run_time.as_secs_f64());
+    /// An execution started at `now` (the store's clock).
+    pub(crate) fn started(&self, claimed: &ClaimedJob, now: DateTime<Utc>) {
+        self.started.increment(1);
+        let latency = (now - claimed.job.run_at).to_std().unwrap_or_default();
+        self.pickup_latency.record(latency.as_secs_f64());
+        self.running.increment(1.0);
+    }
+
+    /// An execution stopped running.
+    pub(crate) fn stopped(&self) {
+        self.running.decrement(1.0);
+    }
+
+    /// An execution ended with `status` after `run_time`.
+    pub(crate) fn ended(&self, status: ExecutionStatus, run_time: std::time::Duration) {
+        match status {
+            ExecutionStatus::Success => &self.succeeded,
+            ExecutionStatus::Error => &self.retried,
+            ExecutionStatus::Failed => &self.failed,
+            ExecutionStatus::Stale => &self.stale,
+            ExecutionStatus::Cancelled => &self.cancelled,
+            ExecutionStatus::Snoozed => &self.snoozed,
+        }
+        .increment(1);
+        self.run_time.record(run_time.as_secs_f64());
+    }
 }
 
 /// Counts `n` jobs of `name` stored.

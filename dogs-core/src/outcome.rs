@@ -115,11 +115,9 @@ impl<'a> Outcome<'a> {
     pub(crate) async fn finish(&self, ending: Ending, lease_ends: Instant) {
         let decision = self.decide(ending);
         if decision.status != ExecutionStatus::Cancelled || decision.error.is_some() {
-            crate::metrics::ended(
-                &self.claimed.job.name,
-                decision.status,
-                self.started.elapsed(),
-            );
+            if let Some(metrics) = self.shared.metrics.get(&self.claimed.job.name) {
+                metrics.ended(decision.status, self.started.elapsed());
+            }
         }
         let mut record = self.record(&decision);
         let Some(completion) = &decision.completion else {

@@ -228,6 +228,10 @@ where
             Some((d.name.clone(), NameCap::new(cap)))
         })
         .collect();
+    let metrics = definitions
+        .keys()
+        .map(|name| (name.clone(), crate::metrics::NameMetrics::new(name)))
+        .collect();
     let shared = Arc::new(Shared {
         completer: Completer::start(Arc::clone(&store)),
         claim: ClaimRequest {
@@ -248,6 +252,7 @@ where
         running: Mutex::new(HashMap::new()),
         name_caps,
         name_freed: tokio::sync::Notify::new(),
+        metrics,
         worker_id,
         options,
     });
@@ -413,6 +418,8 @@ pub(crate) struct Shared {
     pub(crate) name_caps: HashMap<String, NameCap>,
     /// Fires when an execution of a name with a limit ends: claim again.
     pub(crate) name_freed: tokio::sync::Notify,
+    /// Each job name's metrics.
+    pub(crate) metrics: HashMap<String, crate::metrics::NameMetrics>,
     pub(crate) worker_id: String,
     pub(crate) options: WorkerOptions,
 }
