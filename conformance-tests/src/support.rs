@@ -294,9 +294,10 @@ impl JobStore for AlteredClaims {
     async fn retry_failed_batch(
         &self,
         name: &str,
+        after: Option<&dogs_core::JobId>,
         limit: usize,
     ) -> dogs_core::Result<dogs_core::RetryBatch> {
-        self.inner.retry_failed_batch(name, limit).await
+        self.inner.retry_failed_batch(name, after, limit).await
     }
     async fn set_paused(&self, name: &str, paused: bool) -> dogs_core::Result<()> {
         self.inner.set_paused(name, paused).await

@@ -197,9 +197,10 @@ impl JobStore for PollingOnly {
     async fn retry_failed_batch(
         &self,
         name: &str,
+        after: Option<&dogs_core::JobId>,
         limit: usize,
     ) -> dogs_core::Result<dogs_core::RetryBatch> {
-        self.0.retry_failed_batch(name, limit).await
+        self.0.retry_failed_batch(name, after, limit).await
     }
     async fn set_paused(&self, name: &str, paused: bool) -> dogs_core::Result<()> {
         self.0.set_paused(name, paused).await

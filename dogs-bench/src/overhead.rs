@@ -64,7 +64,11 @@ pub async fn run(settings: &Settings, backend: &Backend) -> Outcome<Vec<Figure>>
     for round in 0..settings.runs {
         let mut rates = [0.0f64; 2];
         // Alternated: the machine's drift falls on both sides alike.
-        let order = if round % 2 == 0 { [false, true] } else { [true, false] };
+        let order = if round % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
         for (i, with) in order.into_iter().enumerate() {
             on.store(with, Ordering::Relaxed);
             let settings = Settings {
@@ -94,12 +98,7 @@ pub async fn run(settings: &Settings, backend: &Backend) -> Outcome<Vec<Figure>>
         if settings.history { "kept" } else { "off" }
     );
     Ok(vec![
-        Figure::new(
-            "drain, auto-renewal and metrics off",
-            "jobs/s",
-            plain,
-            &set,
-        ),
+        Figure::new("drain, auto-renewal and metrics off", "jobs/s", plain, &set),
         Figure::new(
             "drain, auto-renewal and a Prometheus recorder on",
             "jobs/s",

@@ -254,7 +254,12 @@ mod tests {
         async fn retry(&self, _: &JobId) -> Result<bool> {
             not_used()
         }
-        async fn retry_failed_batch(&self, _: &str, _: usize) -> Result<crate::RetryBatch> {
+        async fn retry_failed_batch(
+            &self,
+            _: &str,
+            _: Option<&JobId>,
+            _: usize,
+        ) -> Result<crate::RetryBatch> {
             not_used()
         }
         async fn set_paused(&self, _: &str, _: bool) -> Result<()> {

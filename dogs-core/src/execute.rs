@@ -125,7 +125,6 @@ impl Drop for Registered<'_> {
     }
 }
 
-
 async fn run_claimed(
     shared: &Shared,
     definition: &JobDefinition,
@@ -346,14 +345,30 @@ async fn stop(
 /// Completes at the point where an execution whose lease was not extended must be stopped:
 /// before the lease can end, with room to stop the handler and release the job. With `renew`,
 /// renews the lease every third of its length until then (one timer at a time, whichever
-/// comes first); a renewal that fails for a while is tried again a tenth of the lease later,
-/// and one refused with `LockLost` fires the execution's lost signal and never completes this.
+/// comes first), each for as long as the lease was last taken (a handler's own extension is
+/// kept); a renewal that fails for a while is tried again a tenth of the lease later, and one
+/// refused with `LockLost` fires the execution's lost signal and never completes this. An
+/// execution still renewing after [`LONG_RUN_WARNING`] lock times is logged once.
+/// How many lock times an execution runs, renewing its lease, before it is logged.
+const LONG_RUN_WARNING: u32 = 20;
+
 async fn watch_lease(
     mut end: watch::Receiver<LeaseEnd>,
     renew: Option<(crate::JobContext, Duration)>,
 ) {
     let mut retry_at: Option<Instant> = None;
+    let began = Instant::now();
+    let mut warned = false;
     loop {
+        if let Some((_, lock_time)) = &renew {
+            if !warned && began.elapsed() > lock_time.saturating_mul(LONG_RUN_WARNING) {
+                warned = true;
+                warn!(
+                    running_for = ?began.elapsed(),
+                    "the execution has run for {LONG_RUN_WARNING} lock times, its lease renewed all along; give the job a timeout if it may hang"
+                );
+            }
+        }
         let lease = *end.borrow_and_update();
         let stop_at = lease.stop_at();
         let renew_at = renew.as_ref().map(|_| {
@@ -363,7 +378,10 @@ async fn watch_lease(
             })
         });
         match (renew_at, &renew) {
-            (Some(at), Some((ctx, lock_time))) if at < stop_at => {
+            (Some(at), Some((ctx, _))) if at < stop_at => {
+                // As long as the lease was last taken for: a handler's own longer extension
+                // is kept.
+                let lock_time = &lease.lock_time;
                 tokio::select! {
                     _ = tokio::time::sleep_until(at) => {}
                     changed = end.changed() => {

@@ -617,12 +617,14 @@ pub const CANCELLED_RETENTION: std::time::Duration = std::time::Duration::from_s
 pub const RETRY_BATCH: usize = 1000;
 
 /// What one batch of [`JobStore::retry_failed_batch`](crate::JobStore::retry_failed_batch) did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RetryBatch {
     /// How many failed jobs it put back.
     pub retried: u64,
     /// Whether it found as many failed jobs as it was allowed, so more may be left.
     pub full: bool,
+    /// The last failed job it looked at (put back or not): the next batch goes on after it.
+    pub last: Option<JobId>,
 }
 
 /// What a pruning pass removed.

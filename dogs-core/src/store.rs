@@ -208,7 +208,11 @@ pub trait JobStore: Send + Sync + 'static {
     ///   [`CANCELLED_ERROR`](crate::CANCELLED_ERROR), kept visible for
     ///   [`CANCELLED_RETENTION`](crate::CANCELLED_RETENTION), and its lease holder can no longer
     ///   complete, extend or reschedule it (`LockLost`); workers are told through
-    ///   [`wakeups`](JobStore::wakeups) ([`Notice::Cancelled`](crate::Notice)) (S-cancel-running).
+    ///   [`wakeups`](JobStore::wakeups) ([`Notice::Cancelled`](crate::Notice)). Until the lease
+    ///   it had ends, it still counts against its name's concurrency limit and is not retried
+    ///   (its handler may still be stopping) (S-cancel-running).
+    /// - A running recurrent job is `Conflict`: its one record carries its schedule (pause its
+    ///   name to stop it).
     async fn cancel(&self, id: &JobId) -> Result<bool>;
 
     /// Removes the live job of `name` with `unique_identifier`.
@@ -243,15 +247,24 @@ pub trait JobStore: Send + Sync + 'static {
     ///   such job.
     /// - A pending job becomes due now, keeping its tries.
     /// - A running job (live lease) is `Conflict`, and so is a failed job whose unique
-    ///   identifier another live job has taken since.
+    ///   identifier another live job has taken since, or one cancelled while it ran whose lease
+    ///   has not ended yet (its handler may still be stopping).
     async fn retry(&self, id: &JobId) -> Result<bool>;
 
-    /// Puts back up to `limit` failed jobs of `name`, as [`retry`](JobStore::retry) does.
+    /// Puts back up to `limit` failed jobs of `name`, in scheduling order after the job
+    /// `after` (from the first when `None`), as [`retry`](JobStore::retry) does.
     ///
     /// # Behavior
-    /// - Returns how many it put back, and whether it found `limit` (more may be left); a failed
-    ///   job whose unique identifier another live job holds is left failed (S-retry-failed).
-    async fn retry_failed_batch(&self, name: &str, limit: usize) -> Result<RetryBatch>;
+    /// - Returns how many it put back, whether it found `limit` failed jobs (more may be left),
+    ///   and the last one it looked at, to go on after; a failed job whose unique identifier
+    ///   another live job holds, or whose lease from before a cancellation has not ended, is
+    ///   left failed and looked past (S-retry-failed).
+    async fn retry_failed_batch(
+        &self,
+        name: &str,
+        after: Option<&JobId>,
+        limit: usize,
+    ) -> Result<RetryBatch>;
 
     /// Puts back every failed job of `name`, in batches of [`RETRY_BATCH`](crate::RETRY_BATCH),
     /// and returns how many.
@@ -261,11 +274,17 @@ pub trait JobStore: Send + Sync + 'static {
     ///   (S-retry-failed).
     async fn retry_failed(&self, name: &str) -> Result<u64> {
         let mut total = 0;
+        let mut after: Option<JobId> = None;
         loop {
-            let batch = self.retry_failed_batch(name, crate::RETRY_BATCH).await?;
+            let batch = self
+                .retry_failed_batch(name, after.as_ref(), crate::RETRY_BATCH)
+                .await?;
             total += batch.retried;
-            if !batch.full || batch.retried == 0 {
-                return Ok(total);
+            // Each batch goes on after the last it looked at: jobs failing again meanwhile,
+            // or ones that cannot be put back, are not looked at twice.
+            match batch.last {
+                Some(last) if batch.full && after.as_ref() != Some(&last) => after = Some(last),
+                _ => return Ok(total),
             }
         }
     }
@@ -389,8 +408,13 @@ impl<T: JobStore + ?Sized> JobStore for Arc<T> {
     async fn retry(&self, id: &JobId) -> Result<bool> {
         (**self).retry(id).await
     }
-    async fn retry_failed_batch(&self, name: &str, limit: usize) -> Result<RetryBatch> {
-        (**self).retry_failed_batch(name, limit).await
+    async fn retry_failed_batch(
+        &self,
+        name: &str,
+        after: Option<&JobId>,
+        limit: usize,
+    ) -> Result<RetryBatch> {
+        (**self).retry_failed_batch(name, after, limit).await
     }
     async fn retry_failed(&self, name: &str) -> Result<u64> {
         (**self).retry_failed(name).await

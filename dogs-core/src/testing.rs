@@ -72,7 +72,7 @@ where
         ..WorkerOptions::default()
     };
     let workers = start_workers(store.clone(), definitions, options).await?;
-    let deadline = Instant::now() + DRAIN_DEADLINE;
+    let deadline = crate::worker::later(Instant::now(), DRAIN_DEADLINE);
     let drained = loop {
         match nothing_left(store, &names).await {
             Ok(true) => break Ok(()),
@@ -163,7 +163,7 @@ pub async fn wait_for_execution<S: JobStore + ?Sized>(
     id: &JobId,
     deadline: Duration,
 ) -> Result<Execution> {
-    let ends = Instant::now() + deadline;
+    let ends = crate::worker::later(Instant::now(), deadline);
     loop {
         let running = store
             .get_job(id)

@@ -53,22 +53,23 @@ impl State {
         // What each name may still take in this claim: its cap in the request, cut by its
         // concurrency limit less its live leases (expired ones were just reclaimed); none
         // when it is paused.
-        let mut room: Vec<usize> = request
-            .names
-            .iter()
-            .map(|n| match self.settings.get(&n.name) {
+        let mut room: Vec<usize> = Vec::with_capacity(request.names.len());
+        for n in &request.names {
+            let left = match self.settings.get(&n.name).cloned() {
                 Some(s) if s.paused => 0,
                 Some(NameSettings {
                     concurrency_limit: Some(limit),
                     ..
                 }) => {
-                    let live = self.leases.get(&n.name).map_or(0, |set| set.len());
+                    let live = self.leases.get(&n.name).map_or(0, |set| set.len())
+                        + self.still_cancelling(&n.name, now);
                     n.cap(request.limit)
-                        .min((*limit as usize).saturating_sub(live))
+                        .min((limit as usize).saturating_sub(live))
                 }
                 _ => n.cap(request.limit),
-            })
-            .collect();
+            };
+            room.push(left);
+        }
         let mut jobs = Vec::new();
         let mut effects = Effects::default();
         while jobs.len() < request.limit {

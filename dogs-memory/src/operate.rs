@@ -2,7 +2,7 @@
 //! pausing names, and limiting how many of a name run at once.
 
 use chrono::{DateTime, Utc};
-use dogs_core::{Error, ErrorKind, JobId, NameSettings, Result, RetryBatch};
+use dogs_core::{Error, ErrorKind, JobId, NameSettings, Result, RetryBatch, CANCELLED_ERROR};
 
 use crate::state::{parse_id, Effects, Slot, State};
 
@@ -25,6 +25,15 @@ impl State {
             ));
         }
         let failed = record.slot == Slot::Failed;
+        let stopping = failed
+            && record.last_error.as_deref() == Some(CANCELLED_ERROR)
+            && record.lease.as_ref().is_some_and(|l| l.until > now);
+        if stopping {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                format!("job {seq} was cancelled while it ran and may still be stopping; retry it once its lease ends"),
+            ));
+        }
         if failed {
             if let Some(unique) = &record.unique_identifier {
                 let key = (record.name.clone(), unique.clone());
@@ -54,25 +63,30 @@ impl State {
         Ok((true, effects))
     }
 
-    /// Puts back up to `limit` failed jobs of `name`.
+    /// Puts back up to `limit` failed jobs of `name` after `after`, in scheduling order.
     pub(crate) fn retry_failed_batch(
         &mut self,
         name: &str,
+        after: Option<&JobId>,
         limit: usize,
         now: DateTime<Utc>,
     ) -> (RetryBatch, Effects) {
+        let from = after
+            .and_then(parse_id)
+            .map_or(0, |seq| seq.saturating_add(1));
         let failed: Vec<u64> = self
-            .failed
-            .iter()
-            .filter(|(expires_at, seq)| {
-                *expires_at > now && self.jobs.get(seq).is_some_and(|r| r.name == name)
+            .jobs
+            .range(from..)
+            .filter(|(_, r)| {
+                r.name == name && r.slot == Slot::Failed && r.expires_at.is_none_or(|at| at > now)
             })
-            .map(|(_, seq)| *seq)
+            .map(|(seq, _)| *seq)
             .take(limit)
             .collect();
         let mut batch = RetryBatch {
             retried: 0,
             full: failed.len() >= limit,
+            last: failed.last().map(|seq| JobId::new(seq.to_string())),
         };
         let mut all = Effects::default();
         for seq in failed {

@@ -5,7 +5,8 @@ use std::cmp::Reverse;
 
 use chrono::{DateTime, Utc};
 use dogs_core::{
-    add_duration, truncate_millis, JobId, PruneReport, CANCELLED_ERROR, CANCELLED_RETENTION,
+    add_duration, truncate_millis, Error, ErrorKind, JobId, JobKind, LeaseToken, PruneReport,
+    Result, CANCELLED_ERROR, CANCELLED_RETENTION,
 };
 
 use crate::state::{parse_id, Slot, State};
@@ -21,35 +22,67 @@ pub(crate) struct Cancelled {
 
 impl State {
     /// Removes a job that is not running; a running one is failed as cancelled, its lease
-    /// ended. Says whether there was a job, and whether it was running.
-    pub(crate) fn cancel(&mut self, seq: u64, now: DateTime<Utc>) -> Cancelled {
+    /// ended for its holder (a new token) but kept until its end, so it counts against its
+    /// name's limit and is not retried while its handler may still be stopping. Says whether
+    /// there was a job, and whether it was running; a running recurrent job is `Conflict`.
+    pub(crate) fn cancel(&mut self, seq: u64, now: DateTime<Utc>) -> Result<Cancelled> {
         let Some(record) = self.jobs.get(&seq) else {
-            return Cancelled::default();
+            return Ok(Cancelled::default());
         };
         if record.is_live(now) {
+            if record.kind == JobKind::Recurrent {
+                return Err(Error::new(
+                    ErrorKind::Conflict,
+                    format!("job {seq} is a running recurrent job: pause its name to stop it"),
+                ));
+            }
+            let name = record.name.clone();
+            let mut until = now;
             self.update(seq, |record| {
-                record.lease = None;
+                if let Some(lease) = &mut record.lease {
+                    lease.token = LeaseToken::generate();
+                    until = lease.until;
+                }
                 record.last_error = Some(CANCELLED_ERROR.to_owned());
                 record.expires_at = Some(truncate_millis(add_duration(now, CANCELLED_RETENTION)));
                 record.slot = Slot::Failed;
             });
             self.free_unique(seq);
-            return Cancelled {
+            self.cancelling
+                .entry(name)
+                .or_default()
+                .insert((until, seq));
+            return Ok(Cancelled {
                 found: true,
                 running: true,
-            };
+            });
         }
         self.remove(seq);
-        Cancelled {
+        Ok(Cancelled {
             found: true,
             running: false,
-        }
+        })
     }
 
-    pub(crate) fn cancel_id(&mut self, id: &JobId, now: DateTime<Utc>) -> Cancelled {
+    /// How many jobs of `name` cancelled while they ran still have their lease.
+    pub(crate) fn still_cancelling(&mut self, name: &str, now: DateTime<Utc>) -> usize {
+        let Some(set) = self.cancelling.get_mut(name) else {
+            return 0;
+        };
+        while set.first().is_some_and(|(until, _)| *until <= now) {
+            set.pop_first();
+        }
+        let left = set.len();
+        if left == 0 {
+            self.cancelling.remove(name);
+        }
+        left
+    }
+
+    pub(crate) fn cancel_id(&mut self, id: &JobId, now: DateTime<Utc>) -> Result<Cancelled> {
         match parse_id(id) {
             Some(seq) => self.cancel(seq, now),
-            None => Cancelled::default(),
+            None => Ok(Cancelled::default()),
         }
     }
 
@@ -58,13 +91,13 @@ impl State {
         name: &str,
         unique_identifier: &str,
         now: DateTime<Utc>,
-    ) -> Cancelled {
+    ) -> Result<Cancelled> {
         match self
             .unique
             .get(&(name.to_owned(), unique_identifier.to_owned()))
         {
             Some(&seq) => self.cancel(seq, now),
-            None => Cancelled::default(),
+            None => Ok(Cancelled::default()),
         }
     }
 

@@ -19,6 +19,9 @@ impl State {
                 }
                 let run_at = truncate_millis(job.run_at.resolve(now));
                 let effects = self.update(seq, |record| {
+                    // A lease that ran out is no longer its holder's: the job is another now.
+                    record.lease = None;
+                    record.progress = None;
                     record.params = job.params;
                     record.priority = job.priority;
                     record.run_at = run_at;

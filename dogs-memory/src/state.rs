@@ -136,6 +136,9 @@ pub(crate) struct State {
     pub(crate) executions: Executions,
     /// What is stored about names: paused, concurrency limits.
     pub(crate) settings: BTreeMap<String, NameSettings>,
+    /// Per name, jobs cancelled while they ran, by the end of the lease they had: they count
+    /// against the name's concurrency limit until then.
+    pub(crate) cancelling: HashMap<String, BTreeSet<(DateTime<Utc>, u64)>>,
 }
 
 /// What a change did that the store must tell others about.

@@ -264,14 +264,14 @@ impl JobStore for MemoryStore {
     }
 
     async fn cancel(&self, id: &JobId) -> Result<bool> {
-        let cancelled = self.state().cancel_id(id, MemoryStore::now(self));
+        let cancelled = self.state().cancel_id(id, MemoryStore::now(self))?;
         Ok(self.cancelled(cancelled))
     }
 
     async fn cancel_unique(&self, name: &str, unique_identifier: &str) -> Result<bool> {
-        let cancelled = self
-            .state()
-            .cancel_unique(name, unique_identifier, MemoryStore::now(self));
+        let cancelled =
+            self.state()
+                .cancel_unique(name, unique_identifier, MemoryStore::now(self))?;
         Ok(self.cancelled(cancelled))
     }
 
@@ -281,10 +281,15 @@ impl JobStore for MemoryStore {
         Ok(found)
     }
 
-    async fn retry_failed_batch(&self, name: &str, limit: usize) -> Result<RetryBatch> {
-        let (batch, effects) = self
-            .state()
-            .retry_failed_batch(name, limit, MemoryStore::now(self));
+    async fn retry_failed_batch(
+        &self,
+        name: &str,
+        after: Option<&JobId>,
+        limit: usize,
+    ) -> Result<RetryBatch> {
+        let (batch, effects) =
+            self.state()
+                .retry_failed_batch(name, after, limit, MemoryStore::now(self));
         self.apply(effects);
         Ok(batch)
     }

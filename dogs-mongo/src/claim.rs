@@ -221,9 +221,7 @@ impl MongoStore {
                     "counting running jobs",
                     self.inner
                         .jobs
-                        .count_documents(doc! {
-                            "name": name, "state": "running", "locked_until": { "$gt": date(now) },
-                        })
+                        .count_documents(crate::operate::holding(name, now))
                         .selection_criteria(primary()),
                 )
                 .await?;
@@ -244,10 +242,36 @@ impl MongoStore {
                 ),
             )
             .await;
-        if let Err(e) = released {
-            tracing::warn!(error = %e, job.name = name, "releasing a job name's claim lock failed; it ends by itself");
+        match (claimed, released) {
+            (Ok((lost, docs)), Ok(released)) if released.matched_count == 1 => Ok((lost, docs)),
+            // The lock ended before the claim did (a slow claim), so another claimer may have
+            // counted without these leases: what this claim leased is given back.
+            (Ok((_, docs)), Ok(_)) => {
+                self.give_back_docs(&docs).await;
+                Ok((true, Vec::new()))
+            }
+            (Ok((_, docs)), Err(e)) => {
+                self.give_back_docs(&docs).await;
+                Err(e)
+            }
+            (Err(e), _) => Err(e),
         }
-        claimed
+    }
+
+    /// Gives back leased documents a claim will not return.
+    async fn give_back_docs(&self, docs: &[Document]) {
+        let (ids, tokens): (Vec<ObjectId>, Vec<String>) = docs
+            .iter()
+            .filter_map(|d| {
+                Some((
+                    d.get_object_id("_id").ok()?,
+                    d.get_str("token").ok()?.to_owned(),
+                ))
+            })
+            .unzip();
+        if !ids.is_empty() {
+            self.give_back(&ids, &tokens).await;
+        }
     }
 
     /// Takes up to `limit` of the first due jobs: finds them in claim order, leases them in

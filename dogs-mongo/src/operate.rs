@@ -22,6 +22,27 @@ fn is_live(doc: &Document, now: DateTime<Utc>) -> bool {
         && opt_date(doc, "locked_until").is_some_and(|at| at > now)
 }
 
+/// Whether a job cancelled while it ran still has the lease it had: its handler may still be
+/// stopping, so it counts against its name's limit and is not retried.
+fn still_stopping(doc: &Document, now: DateTime<Utc>) -> bool {
+    doc.get_str("state").ok() == Some("failed")
+        && doc.get_str("last_error").ok() == Some(CANCELLED_ERROR)
+        && opt_date(doc, "locked_until").is_some_and(|at| at > now)
+}
+
+/// The filter of a name's jobs that count against its concurrency limit at `now`: live
+/// leases, and jobs cancelled while they ran whose lease has not ended.
+pub(crate) fn holding(name: &str, now: DateTime<Utc>) -> Document {
+    doc! {
+        "name": name,
+        "locked_until": { "$gt": date(now) },
+        "$or": [
+            { "state": "running" },
+            { "state": "failed", "last_error": CANCELLED_ERROR },
+        ],
+    }
+}
+
 impl MongoStore {
     /// Reads a job by id on the primary.
     async fn job_doc_by(&self, filter: Document) -> Result<Option<Document>> {
@@ -77,6 +98,12 @@ impl MongoStore {
         let Ok(id) = job.get_object_id("_id") else {
             return Ok(false);
         };
+        if still_stopping(job, now) {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                format!("job {} may still be stopping", id.to_hex()),
+            ));
+        }
         let mut set = doc! {
             "state": "pending",
             "run_at": { "$min": ["$run_at", date(now)] },
@@ -111,13 +138,27 @@ impl MongoStore {
         }
     }
 
-    pub(crate) async fn retry_failed_jobs(&self, name: &str, limit: usize) -> Result<RetryBatch> {
+    pub(crate) async fn retry_failed_jobs(
+        &self,
+        name: &str,
+        after: Option<&JobId>,
+        limit: usize,
+    ) -> Result<RetryBatch> {
         let now = self.server_now().await?;
+        let mut filter =
+            doc! { "name": name, "state": "failed", "expires_at": { "$gt": date(now) } };
+        if let Some(after) = after {
+            // An id of another format goes on after every id of this store.
+            match oid(after) {
+                Some(after) => filter.insert("_id", doc! { "$gt": after }),
+                None => return Ok(RetryBatch::default()),
+            };
+        }
         let failed: Vec<Document> = self
             .timed("finding failed jobs", async {
                 self.inner
                     .jobs
-                    .find(doc! { "name": name, "state": "failed", "expires_at": { "$gt": date(now) } })
+                    .find(filter)
                     .sort(doc! { "_id": 1 })
                     .limit(i64::try_from(limit).unwrap_or(i64::MAX))
                     .selection_criteria(primary())
@@ -129,6 +170,10 @@ impl MongoStore {
         let mut batch = RetryBatch {
             retried: 0,
             full: failed.len() >= limit,
+            last: failed
+                .last()
+                .and_then(|d| d.get_object_id("_id").ok())
+                .map(|id| JobId::new(id.to_hex())),
         };
         for job in &failed {
             match self.put_back(job, now).await {
@@ -166,6 +211,16 @@ impl MongoStore {
                 }
                 continue;
             }
+            if job.get_str("kind").ok() != Some("event") {
+                return Err(Error::new(
+                    ErrorKind::Conflict,
+                    format!(
+                        "job {} is a running recurrent job: pause its name to stop it",
+                        id.to_hex()
+                    ),
+                ));
+            }
+            let until = job.get("locked_until").cloned();
             let cancel = Finish {
                 lease: Lease {
                     job_id: JobId::new(id.to_hex()),
@@ -178,7 +233,21 @@ impl MongoStore {
                 execution: None,
             };
             match self.finish_all(vec![cancel]).await?.pop() {
-                Some(Ok(())) => return Ok(true),
+                Some(Ok(())) => {
+                    // Its lease end stays, so it counts against its name's limit and is not
+                    // retried while its handler may still be stopping.
+                    if let Some(until) = until {
+                        self.timed(
+                            "cancelling a job",
+                            self.inner.jobs.update_one(
+                                doc! { "_id": id, "state": "failed", "last_error": CANCELLED_ERROR },
+                                doc! { "$set": { "locked_until": until } },
+                            ),
+                        )
+                        .await?;
+                    }
+                    return Ok(true);
+                }
                 Some(Err(e)) if e.kind() == ErrorKind::LockLost => continue,
                 Some(Err(e)) => return Err(e),
                 None => continue,

@@ -104,14 +104,25 @@ impl MongoStore {
                     .find_one_and_update(
                         doc! {
                             "ukey": unique_key(&job.name, unique),
-                            "state": { "$in": ["pending", "scheduled"] },
+                            "$or": [
+                                { "state": { "$in": ["pending", "scheduled"] } },
+                                // Its lease ran out: pending too.
+                                { "state": "running", "locked_until": { "$lte": date(now) } },
+                            ],
                         },
-                        doc! { "$set": {
-                            "params": json_to_bson(&job.params)?,
-                            "priority": job.priority,
-                            "run_at": date(run_at),
-                            "state": if run_at <= now { "pending" } else { "scheduled" },
-                        } },
+                        doc! {
+                            "$set": {
+                                "params": json_to_bson(&job.params)?,
+                                "priority": job.priority,
+                                "run_at": date(run_at),
+                                "state": if run_at <= now { "pending" } else { "scheduled" },
+                            },
+                            // A lease that ran out is no longer its holder's.
+                            "$unset": {
+                                "token": "", "locked_until": "", "locked_by": "",
+                                "was_stale": "", "progress": "",
+                            },
+                        },
                     )
                     .projection(doc! { "_id": 1 }),
             )

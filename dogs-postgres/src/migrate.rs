@@ -87,3 +87,14 @@ pub(crate) async fn migrate(pool: &PgPool, schema: &str) -> Result<()> {
         .await
         .map_err(|e| db_error("committing the migrations", e))
 }
+
+#[cfg(test)]
+mod tests {
+    /// The capped claim counts jobs cancelled while they ran by their error text, written out
+    /// in the migration: it must be the one `cancel` writes.
+    #[test]
+    fn the_claim_knows_the_cancelled_error() {
+        let sql = include_str!("migrations/004_operate.sql");
+        assert!(sql.contains(&format!("'{}'", dogs_core::CANCELLED_ERROR)));
+    }
+}

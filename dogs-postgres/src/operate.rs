@@ -2,7 +2,7 @@
 //! pausing names, and limiting how many of a name run at once (the `names` table, which
 //! `claim_capped` reads).
 
-use dogs_core::{Error, ErrorKind, JobId, NameSettings, Result, RetryBatch};
+use dogs_core::{Error, ErrorKind, JobId, NameSettings, Result, RetryBatch, CANCELLED_ERROR};
 
 use crate::decode::get;
 use crate::error::db_error;
@@ -36,7 +36,9 @@ impl Statements {
             retry: fill(
                 &format!(
                     "WITH target AS (
-                         SELECT j.id, j.state, (j.state = 'running' AND j.locked_until > {{s}}.ms_now()) AS live,
+                         SELECT j.id, j.state,
+                                ((j.state = 'running' OR (j.state = 'failed' AND j.last_error = $2))
+                                 AND j.locked_until > {{s}}.ms_now()) AS live,
                                 (j.state = 'failed' AND {UNIQUE_TAKEN}) AS taken
                          FROM {{s}}.jobs j WHERE j.id = $1 AND {visible} FOR UPDATE
                      ), failed AS (
@@ -58,17 +60,21 @@ impl Statements {
                     "WITH picked AS (
                          SELECT j.id FROM {{s}}.jobs j
                          WHERE j.name = $1 AND j.state = 'failed' AND j.expires_at > {{s}}.ms_now()
+                           AND ($3::bigint IS NULL OR j.id > $3)
                          ORDER BY j.id LIMIT $2 FOR UPDATE SKIP LOCKED
                      ), chosen AS (
-                         -- Of failed jobs sharing a unique identifier, one; none whose identifier is taken.
+                         -- Of failed jobs sharing a unique identifier, one; none whose identifier
+                         -- is taken, nor one cancelled while it ran whose lease has not ended.
                          SELECT DISTINCT ON (coalesce(j.unique_identifier, j.id::text)) j.id
                          FROM picked p JOIN {{s}}.jobs j ON j.id = p.id
                          WHERE NOT ({UNIQUE_TAKEN})
+                           AND NOT (j.last_error = $4 AND j.locked_until > {{s}}.ms_now())
                          ORDER BY coalesce(j.unique_identifier, j.id::text), j.id DESC
                      ), done AS (
                          UPDATE {{s}}.jobs j SET {PUT_BACK} FROM chosen c WHERE j.id = c.id RETURNING j.id
                      )
-                     SELECT (SELECT count(*) FROM picked) AS found, (SELECT count(*) FROM done) AS retried"
+                     SELECT (SELECT count(*) FROM picked) AS found, (SELECT count(*) FROM done) AS retried,
+                            (SELECT max(id) FROM picked) AS last"
                 ),
                 s,
             ),
@@ -96,7 +102,7 @@ impl Statements {
             ),
             settings: fill(
                 "SELECT name, paused, concurrency_limit FROM {s}.names
-                 WHERE paused OR concurrency_limit IS NOT NULL ORDER BY name",
+                 WHERE paused OR concurrency_limit IS NOT NULL ORDER BY name COLLATE \"C\"",
                 s,
             ),
         }
@@ -114,6 +120,7 @@ impl PostgresStore {
                 let mut conn = self.conn().await?;
                 sqlx::query(sql)
                     .bind(numeric)
+                    .bind(CANCELLED_ERROR)
                     .fetch_optional(&mut *conn)
                     .await
                     .map_err(|e| db_error("retrying a job", e))
@@ -137,15 +144,24 @@ impl PostgresStore {
         Ok(get::<i64>(&row, "done")? > 0)
     }
 
-    pub(crate) async fn retry_failed_jobs(&self, name: &str, limit: usize) -> Result<RetryBatch> {
+    pub(crate) async fn retry_failed_jobs(
+        &self,
+        name: &str,
+        after: Option<&JobId>,
+        limit: usize,
+    ) -> Result<RetryBatch> {
         let sql = &self.inner.sql.operate.retry_failed;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        // An id of another format goes on after every id of this store.
+        let after = after.map(|id| parse_id(id).unwrap_or(i64::MAX));
         let row = self
             .attempt("retrying failed jobs", move || async move {
                 let mut conn = self.conn().await?;
                 sqlx::query(sql)
                     .bind(name)
                     .bind(limit)
+                    .bind(after)
+                    .bind(CANCELLED_ERROR)
                     .fetch_one(&mut *conn)
                     .await
                     .map_err(|e| db_error("retrying failed jobs", e))
@@ -155,6 +171,7 @@ impl PostgresStore {
         Ok(RetryBatch {
             retried: u64::try_from(get::<i64>(&row, "retried")?).unwrap_or(0),
             full: found >= limit,
+            last: get::<Option<i64>>(&row, "last")?.map(|id| JobId::new(id.to_string())),
         })
     }
 

@@ -37,7 +37,7 @@ impl Statements {
                             count(*) FILTER (WHERE {state} = 'pending') AS pending,
                             count(*) FILTER (WHERE {state} = 'running') AS running,
                             count(*) FILTER (WHERE {state} = 'failed') AS failed
-                     FROM {{s}}.jobs WHERE {visible} GROUP BY name ORDER BY name"
+                     FROM {{s}}.jobs WHERE {visible} GROUP BY name ORDER BY name COLLATE \"C\""
                 ),
                 s,
             ),

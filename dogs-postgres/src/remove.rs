@@ -3,8 +3,8 @@
 
 use chrono::{DateTime, Utc};
 use dogs_core::{
-    prune_in_batches, JobId, JobStore, PruneBatch, PruneReport, Result, CANCELLED_ERROR,
-    CANCELLED_RETENTION, PRUNE_BATCH,
+    prune_in_batches, Error, ErrorKind, JobId, JobStore, PruneBatch, PruneReport, Result,
+    CANCELLED_ERROR, CANCELLED_RETENTION, PRUNE_BATCH,
 };
 
 use crate::error::db_error;
@@ -21,18 +21,23 @@ pub(crate) struct Statements {
 
 /// Cancels the job `target` finds: removed when it is not running; failed as cancelled, its
 /// lease ended and its workers told, when it is.
+///
+/// The cancelled job keeps `locked_until`: until then its handler may still be stopping, so it
+/// counts against its name's concurrency limit and is not retried. A running recurrent job is
+/// left as it is, and reported (`recurrent`).
 const CANCEL: &str = "WITH target AS ({target}), removed AS (
          DELETE FROM {s}.jobs j USING target t WHERE j.id = t.id AND NOT t.live RETURNING j.id
      ), cancelled AS (
          UPDATE {s}.jobs j SET state = 'failed', last_error = $3,
              expires_at = {s}.ms_now() + $4 * interval '1 millisecond',
-             lease_token = NULL, locked_until = NULL, locked_by = NULL, demoted = false
-         FROM target t WHERE j.id = t.id AND t.live RETURNING j.id
+             lease_token = NULL, demoted = false
+         FROM target t WHERE j.id = t.id AND t.live AND t.kind = 'event' RETURNING j.id
      ), told AS (
          SELECT pg_notify($5, $6) FROM cancelled
      )
      SELECT (SELECT count(*) FROM removed) + (SELECT count(*) FROM cancelled) AS found,
-            (SELECT count(*) FROM told) AS told";
+            (SELECT count(*) FROM told) AS told,
+            (SELECT count(*) FROM target t WHERE t.live AND t.kind <> 'event') AS recurrent";
 
 impl Statements {
     pub(crate) fn new(s: &str) -> Self {
@@ -42,7 +47,7 @@ impl Statements {
                 &CANCEL.replace(
                     "{target}",
                     &format!(
-                        "SELECT j.id, {live} FROM {{s}}.jobs j WHERE j.id = $1 AND $2::text IS NULL
+                        "SELECT j.id, j.kind, {live} FROM {{s}}.jobs j WHERE j.id = $1 AND $2::text IS NULL
                            AND NOT (j.state = 'failed' AND j.expires_at <= {{s}}.ms_now()) FOR UPDATE"
                     ),
                 ),
@@ -52,7 +57,7 @@ impl Statements {
                 &CANCEL.replace(
                     "{target}",
                     &format!(
-                        "SELECT j.id, {live} FROM {{s}}.jobs j WHERE j.name = $1 AND j.unique_identifier = $2
+                        "SELECT j.id, j.kind, {live} FROM {{s}}.jobs j WHERE j.name = $1 AND j.unique_identifier = $2
                            AND j.state <> 'failed' FOR UPDATE"
                     ),
                 ),
@@ -116,6 +121,12 @@ impl PostgresStore {
                     .map_err(|e| db_error("cancelling a job", e))
             })
             .await?;
+        if crate::decode::get::<i64>(&row, "recurrent")? > 0 {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                "the job is a running recurrent job: pause its name to stop it",
+            ));
+        }
         Ok(crate::decode::get::<i64>(&row, "found")? > 0)
     }
 

@@ -77,17 +77,20 @@ impl Statements {
                 "SELECT id FROM {s}.jobs WHERE name = $1 AND unique_identifier = $2 AND state <> 'failed'",
                 s,
             ),
-            // A pending duplicate takes the new params, priority and run time; a running one is
-            // left alone; a gone one (removed meanwhile) is reported as such.
+            // A pending duplicate (one whose lease ran out too) takes the new params, priority
+            // and run time, its lease forgotten; a running one is left alone; a gone one
+            // (removed meanwhile) is reported as such.
             replace: fill(
                 &format!(
                     "WITH input AS (
                          SELECT COALESCE($4::timestamptz, {{s}}.ms_now() + $5::bigint * interval '1 millisecond') AS at
                      ), upd AS (
                          UPDATE {{s}}.jobs j SET params = $2, priority = $3, run_at = input.at,
-                             state = {}
+                             lease_token = NULL, locked_until = NULL, locked_by = NULL,
+                             progress = NULL, state = {}
                          FROM input
-                         WHERE j.id = $1 AND j.state IN ('scheduled', 'pending')
+                         WHERE j.id = $1 AND (j.state IN ('scheduled', 'pending')
+                             OR (j.state = 'running' AND j.locked_until <= {{s}}.ms_now()))
                          RETURNING j.id
                      )
                      SELECT (SELECT count(*) FROM upd) AS replaced,

@@ -312,8 +312,13 @@ impl JobStore for PostgresStore {
         self.retry_job(id).await
     }
 
-    async fn retry_failed_batch(&self, name: &str, limit: usize) -> Result<RetryBatch> {
-        self.retry_failed_jobs(name, limit).await
+    async fn retry_failed_batch(
+        &self,
+        name: &str,
+        after: Option<&JobId>,
+        limit: usize,
+    ) -> Result<RetryBatch> {
+        self.retry_failed_jobs(name, after, limit).await
     }
 
     async fn set_paused(&self, name: &str, paused: bool) -> Result<()> {

@@ -28,7 +28,9 @@ impl RedisStore {
         match outcome {
             -1 => Err(Error::new(
                 ErrorKind::Conflict,
-                format!("job {id} is running; cancel it first to run it again"),
+                format!(
+                    "job {id} is running (or was cancelled while it ran and may still be stopping)"
+                ),
             )),
             -2 => Err(Error::new(
                 ErrorKind::Conflict,
@@ -38,8 +40,18 @@ impl RedisStore {
         }
     }
 
-    pub(crate) async fn retry_failed_jobs(&self, name: &str, limit: usize) -> Result<RetryBatch> {
-        let (found, retried): (u64, u64) = self
+    pub(crate) async fn retry_failed_jobs(
+        &self,
+        name: &str,
+        after: Option<&JobId>,
+        limit: usize,
+    ) -> Result<RetryBatch> {
+        // Ids are numbers: one of another format goes on after nothing of this store.
+        let after = after.map(|id| match id.as_str().parse::<u64>() {
+            Ok(n) => n.to_string(),
+            Err(_) => u64::MAX.to_string(),
+        });
+        let (found, retried, last): (u64, u64, String) = self
             .inner
             .scripts
             .retry
@@ -48,12 +60,14 @@ impl RedisStore {
             .arg("name")
             .arg(name)
             .arg(limit)
+            .arg(after.unwrap_or_default())
             .invoke_async(&mut self.conn())
             .await
             .map_err(|e| redis_error("retrying failed jobs", e))?;
         Ok(RetryBatch {
             retried,
             full: found >= limit as u64,
+            last: (!last.is_empty()).then(|| JobId::new(last)),
         })
     }
 

@@ -27,6 +27,12 @@ impl RedisStore {
             .invoke_async(&mut self.conn())
             .await
             .map_err(|e| redis_error("cancelling a job", e))?;
+        if outcome < 0 {
+            return Err(dogs_core::Error::new(
+                dogs_core::ErrorKind::Conflict,
+                "the job is a running recurrent job: pause its name to stop it",
+            ));
+        }
         Ok(outcome > 0)
     }
 

@@ -175,6 +175,64 @@ pub async fn retry_failed(ctx: TestContext) {
         JobState::Failed,
         "other names' failed jobs are left"
     );
+
+    // A whole batch that cannot be put back (their unique identifiers are taken) does not stop
+    // the ones after it.
+    let blocked: Vec<NewJob> = (0..dogs_core::RETRY_BATCH)
+        .map(|i| NewJob::new("retried-past", json!(i)).unique_identifier(format!("u{i}")))
+        .collect();
+    fail_all(&*store, blocked.clone()).await;
+    fail_all(
+        &*store,
+        (0..5)
+            .map(|i| NewJob::new("retried-past", json!(i)))
+            .collect(),
+    )
+    .await;
+    // Live jobs take the first ones' unique identifiers (another name's claims leave them be).
+    let holders: Vec<NewJob> = blocked
+        .into_iter()
+        .map(|mut job| {
+            job.name = "retried-past".into();
+            job
+        })
+        .collect();
+    for outcome in store.schedule_many(holders).await.unwrap() {
+        assert!(matches!(outcome.unwrap(), Scheduled::Created(_)));
+    }
+    assert_eq!(
+        store.retry_failed("retried-past").await.unwrap(),
+        5,
+        "the failed jobs after a batch that could not be put back are put back"
+    );
+}
+
+/// Stores `jobs` (of one name) and fails each for good.
+async fn fail_all(store: &dyn dogs_core::JobStore, jobs: Vec<NewJob>) {
+    let name = jobs[0].name.clone();
+    let mut left = jobs.len();
+    for outcome in store.schedule_many(jobs).await.unwrap() {
+        outcome.unwrap();
+    }
+    while left > 0 {
+        let batch = claim(store, &name, LEASE, left.min(500)).await;
+        assert!(!batch.is_empty());
+        left -= batch.len();
+        let finishes = batch
+            .into_iter()
+            .map(|c| dogs_core::Finish {
+                lease: c.lease,
+                completion: Completion::Fail {
+                    error: "bulk".into(),
+                    retain_for: Duration::from_secs(3600),
+                },
+                execution: None,
+            })
+            .collect();
+        for outcome in store.finish_many(finishes).await.unwrap() {
+            outcome.unwrap();
+        }
+    }
 }
 
 /// S-pause-resume
@@ -253,7 +311,7 @@ pub async fn cancel_running(ctx: TestContext) {
         NewJob::new("cancelled", json!({})).unique_identifier("c"),
     )
     .await;
-    let claimed = claim_one(&*store, "cancelled", LEASE).await;
+    let claimed = claim_one(&*store, "cancelled", SHORT_LEASE).await;
     let mut wakeups = store.wakeups();
     if let Some(w) = &mut wakeups {
         w.mark_seen();
@@ -320,6 +378,13 @@ pub async fn cancel_running(ctx: TestContext) {
     )
     .await;
     store.cancel(&again).await.unwrap();
+    // Not while its handler may still be stopping: until the lease it had ends.
+    assert_eq!(
+        store.retry(&id).await.map_err(|e| e.kind()).err(),
+        Some(ErrorKind::Conflict),
+        "a job cancelled while running is not retried before its lease ends"
+    );
+    wait_past(&*store, claimed.locked_until).await;
     assert!(store.retry(&id).await.unwrap());
     let claimed = claim_one(&*store, "cancelled", LEASE).await;
     assert_eq!(claimed.job.id, id);
@@ -329,6 +394,39 @@ pub async fn cancel_running(ctx: TestContext) {
         lost(store.complete(&claimed.lease, Completion::Remove).await),
         Some(ErrorKind::LockLost)
     );
+
+    // A recurrent job's run is not cancelled: its record would stop its schedule. Pausing
+    // its name is how to stop it.
+    let recurrent = store
+        .register_recurrent(dogs_core::RecurrentRegistration {
+            name: "cancelled-recurrent".into(),
+            schedule_key: "every 1h".into(),
+            priority: 1,
+            next_run_at: store_now(&*store).await,
+        })
+        .await
+        .unwrap();
+    let run = claim_one(&*store, "cancelled-recurrent", LEASE).await;
+    assert_eq!(
+        store.cancel(&recurrent).await.map_err(|e| e.kind()).err(),
+        Some(ErrorKind::Conflict),
+        "a running recurrent job is not cancelled"
+    );
+    assert_eq!(
+        store.get_job(&recurrent).await.unwrap().unwrap().state,
+        JobState::Running
+    );
+    store
+        .complete(
+            &run.lease,
+            Completion::Reschedule {
+                run_at: RunAt::In(Duration::from_secs(3600)),
+                priority: None,
+                reset_tries: true,
+            },
+        )
+        .await
+        .unwrap();
 }
 
 /// S-global-concurrency
@@ -384,9 +482,15 @@ pub async fn global_concurrency(ctx: TestContext) {
             store.complete(&c.lease, Completion::Remove).await.unwrap();
         }
     }
-    // A lease that ran out frees its place too.
+    // A lease that ran out frees its place too; a cancelled execution holds its place until
+    // then (its handler may still be stopping).
     let short = claim(&*store, "limited", SHORT_LEASE, 5).await;
     assert_eq!(short.len(), LIMIT);
+    assert!(store.cancel(&short[0].job.id).await.unwrap());
+    assert!(
+        claim(&*store, "limited", LEASE, 5).await.is_empty(),
+        "a cancelled execution counts until its lease ends"
+    );
     let after = short.iter().map(|c| c.locked_until).max().unwrap();
     wait_past(&*store, after).await;
     assert_eq!(claim(&*store, "limited", LEASE, 5).await.len(), LIMIT);
@@ -470,6 +574,38 @@ pub async fn unique_replace(ctx: TestContext) {
     let claimed = claim(&*store, "debounced", LEASE, 10).await;
     let running = claimed.iter().find(|c| c.job.id == first).unwrap();
     assert_eq!(running.job.params, json!({"v": 4}));
+    // A pending duplicate whose last lease ran out is replaced, and the old holder's token no
+    // longer completes it.
+    let stale = schedule_new(
+        &*store,
+        NewJob::new("debounced-stale", json!({"v": 1})).unique_identifier("s"),
+    )
+    .await;
+    let old = claim_one(&*store, "debounced-stale", SHORT_LEASE).await;
+    wait_past(&*store, old.locked_until).await;
+    let fresh = NewJob::new("debounced-stale", json!({"v": 2}))
+        .unique_identifier("s")
+        .on_duplicate(OnDuplicate::Replace);
+    assert_eq!(
+        store.schedule(fresh).await.unwrap(),
+        Scheduled::Replaced(stale.clone())
+    );
+    assert_eq!(
+        store
+            .complete(&old.lease, Completion::Remove)
+            .await
+            .map_err(|e| e.kind())
+            .err(),
+        Some(ErrorKind::LockLost),
+        "the replaced job is no longer the old holder's"
+    );
+    let claimed_again = claim_one(&*store, "debounced-stale", LEASE).await;
+    assert_eq!(claimed_again.job.params, json!({"v": 2}));
+    store
+        .complete(&claimed_again.lease, Completion::Remove)
+        .await
+        .unwrap();
+
     // A running duplicate is left alone and reported.
     assert_eq!(
         store.schedule(replacing).await.unwrap(),

@@ -123,6 +123,39 @@ pub async fn auto_renew(ctx: TestContext) {
         "a handler running 5× its lease is not stale"
     );
 
+    // A handler's own longer extension is kept: renewals do not cut it back to lock_time.
+    let extended = log::<String>();
+    let recorder = extended.clone();
+    let long = EventJob::new("renewed-extended", move |_: (), ctx: JobContext| {
+        let recorder = recorder.clone();
+        async move {
+            ctx.extend_lock_time(Duration::from_secs(3)).await?;
+            push(&recorder, "extended".to_owned());
+            tokio::time::sleep(Duration::from_millis(2500)).await;
+            Ok(())
+        }
+    })
+    .lock_time(lock_time);
+    let workers = start(store.clone(), vec![long.definition()], fast_options()).await;
+    let id = schedule_job(&*store, &long, &(), ScheduleOptions::default())
+        .await
+        .unwrap();
+    wait_until("the lease to be extended", DEADLINE, || async {
+        !read(&extended).is_empty()
+    })
+    .await;
+    // Past the first renewal, a third of the 3 s lease in.
+    tokio::time::sleep(Duration::from_millis(1400)).await;
+    let job = store.get_job(id.id()).await.unwrap().unwrap();
+    let now = store_now(&*store).await;
+    let left = job.locked_until.unwrap() - now;
+    assert!(
+        left > chrono::Duration::seconds(2),
+        "renewals keep the 3 s extension, {left:?} left"
+    );
+    wait_gone(&*store, id.id()).await;
+    workers.stop().await;
+
     // A renewal refused with LockLost cancels the handler: the store's lease is shorter than
     // the worker's (a worker that stalled), and another claimer takes the job.
     let seen = log::<String>();

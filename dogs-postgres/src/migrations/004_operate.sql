@@ -63,6 +63,12 @@ BEGIN
                    ELSE least(w.cap, greatest(0, n.concurrency_limit - (
                        SELECT count(*) FROM "{schema}".jobs s
                        WHERE s.name = w.name AND s.state = 'running' AND s.locked_until > v_now
+                   ) - (
+                       -- Cancelled while running (dogs_core::CANCELLED_ERROR), until the lease
+                       -- they had ends: their handlers may still be stopping.
+                       SELECT count(*) FROM "{schema}".jobs s
+                       WHERE s.name = w.name AND s.state = 'failed'
+                         AND s.last_error = 'cancelled while running' AND s.locked_until > v_now
                    )))::integer END ORDER BY w.ord), '{}')
         INTO v_names, v_lock, v_caps
         FROM unnest(p_names, p_lock_ms, p_caps) WITH ORDINALITY AS w(name, lock_ms, cap, ord)

@@ -32,7 +32,8 @@ for i = 5, #ARGV, 3 do
   for _, id in ipairs(expired) do
     call('ZREM', key('leases', name), id)
     local job = load(id)
-    if job then
+    -- Only a running job's lease: a job cancelled while it ran stays failed.
+    if job and job.state == 'running' then
       job.name = name
       job.state = 'pending'
       job.demoted = '1'
@@ -87,7 +88,7 @@ for i = 1, math.min(limit, #candidates) do
         expires_at = now + UNREADABLE_RETENTION_MS })
       call('ZADD', key('failed'), now + UNREADABLE_RETENTION_MS, id)
       if type(job.name) == 'string' then
-        call('ZADD', key('failedby', job.name), now + UNREADABLE_RETENTION_MS, id)
+        call('ZADD', key('failedby', job.name), id, id)
         free_unique(id, job)
       end
     end

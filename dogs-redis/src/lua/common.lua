@@ -11,7 +11,7 @@
 --   P:ready:<name>      zset of due jobs of one name, all scores 0, members in claim order
 --   P:leases:<name>     zset: leased jobs of one name, score = lease end (ms)
 --   P:failed            zset: failed jobs, score = end of retention (ms)
---   P:failedby:<name>   zset: failed jobs of one name, score = end of retention (ms)
+--   P:failedby:<name>   zset: failed jobs of one name, score = id (scheduling order)
 --   P:paused            set: paused job names (claims skip them)
 --   P:limits            hash: job name -> most executions of it running at once
 --   P:unique            hash: "<len>:<name><unique id>" -> id of the live job
@@ -94,7 +94,7 @@ local function index(id, job)
     call('ZADD', key('leases', job.name), job.locked_until, id)
   elseif job.state == 'failed' then
     call('ZADD', key('failed'), job.expires_at, id)
-    call('ZADD', key('failedby', job.name), job.expires_at, id)
+    call('ZADD', key('failedby', job.name), id, id)
   end
   return false
 end
@@ -191,6 +191,13 @@ local function put_back(id, job, now)
     call('HSET', key('unique'), unique_field(job.name, job.uid), id)
   end
   index(id, job)
+end
+
+-- Whether a failed job was cancelled while it ran and its lease has not ended: its handler may
+-- still be stopping. (Failing otherwise removes the lease end.)
+local function still_stopping(job, now)
+  return job.state == 'failed' and tonumber(job.locked_until) ~= nil
+    and tonumber(job.locked_until) > now
 end
 
 -- Whether another live job holds a failed job's unique identifier.

@@ -1,7 +1,9 @@
 -- Puts failed jobs back to run now, or makes a pending job due now. ARGV: prefix, then 'id' and
--- the id, or 'name', the name and the most jobs to put back.
--- For 'id': 1 when done, 0 when there is no such job, -1 when it is running, -2 when another
--- live job holds its unique identifier. For 'name': how many it found and how many it put back.
+-- the id, or 'name', the name, the most jobs to put back and the id to go on after ('' for the
+-- first).
+-- For 'id': 1 when done, 0 when there is no such job, -1 when it is running (or was cancelled
+-- while it ran and its lease has not ended), -2 when another live job holds its unique
+-- identifier. For 'name': how many it found, how many it put back, and the last id it looked at.
 local now = now_ms()
 
 local function visible(job)
@@ -15,7 +17,8 @@ if ARGV[2] == 'id' then
   if not visible(job) or unreadable(job) then
     return 0
   end
-  if job.state == 'running' and tonumber(job.locked_until) and tonumber(job.locked_until) > now then
+  if (job.state == 'running' and tonumber(job.locked_until) and tonumber(job.locked_until) > now)
+    or still_stopping(job, now) then
     return -1
   end
   if job.state == 'failed' then
@@ -35,13 +38,18 @@ if ARGV[2] == 'id' then
 end
 
 local name, limit = ARGV[3], tonumber(ARGV[4])
-local failed = call('ZRANGEBYSCORE', key('failedby', name), '(' .. now, '+inf', 'LIMIT', 0, limit)
+local from = '-inf'
+if ARGV[5] ~= '' then
+  from = '(' .. ARGV[5]
+end
+local failed = call('ZRANGEBYSCORE', key('failedby', name), from, '+inf', 'LIMIT', 0, limit)
 local retried = 0
 for _, id in ipairs(failed) do
   local job = load(id)
   if not job or job.state ~= 'failed' then
     call('ZREM', key('failedby', name), id)
-  elseif not unreadable(job) and not unique_taken(id, job) then
+  elseif visible(job) and not unreadable(job) and not unique_taken(id, job)
+    and not still_stopping(job, now) then
     put_back(id, job, now)
     retried = retried + 1
   end
@@ -49,4 +57,4 @@ end
 if retried > 0 then
   wake()
 end
-return { #failed, retried }
+return { #failed, retried, failed[#failed] or '' }

@@ -26,6 +26,9 @@ for i = 0, count - 1 do
       if ARGV[b + 3] ~= '' then
         run_at = tonumber(ARGV[b + 3])
       end
+      -- A lease that ran out is no longer its holder's: the job is another now.
+      call('HDEL', key('job', existing), 'token', 'locked_until', 'locked_by', 'progress')
+      job.token = nil
       job.params = ARGV[b + 1]
       job.priority = ARGV[b + 2]
       job.run_at = run_at
