@@ -185,13 +185,21 @@ fn take(
 ) -> Option<Instant> {
     let wait = next_look(shared, &claimed, timing);
     let mut jobs = claimed.jobs;
-    for job in &jobs {
-        shared.hold(&job.job.name);
+    let mut over = Vec::new();
+    for job in std::mem::take(&mut jobs) {
+        // Held against its name's `max_parallel`; one past it (a store that ignores the
+        // request's cap) is given back.
+        if shared.hold(&job.job.name) {
+            jobs.push(job);
+        } else {
+            over.push(job);
+        }
     }
     if jobs.len() > asked {
         // More than asked (a store that ignores the limit): the extra ones are given back.
-        give_back(shared, jobs.split_off(asked));
+        over.extend(jobs.split_off(asked));
     }
+    give_back(shared, over);
     let got = jobs.len();
     for job in jobs {
         let lock_time = shared
@@ -237,7 +245,7 @@ async fn shut_down(shared: &Shared, mut queue: Queue, claim: Option<ClaimCall>) 
     if let Some(call) = claim {
         if let (Ok(claimed), _, _) = call.await {
             for job in &claimed.jobs {
-                shared.hold(&job.job.name);
+                let _ = shared.hold(&job.job.name);
             }
             release(shared, claimed.jobs).await;
         }

@@ -465,10 +465,12 @@ impl Shared {
         (!request.names.is_empty()).then_some(request)
     }
 
-    /// Counts a claimed job against its name's limit.
-    pub(crate) fn hold(&self, name: &str) {
-        if let Some(cap) = self.name_caps.get(name) {
-            cap.held.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    /// Counts a claimed job against its name's limit, always: `false` when that takes the
+    /// name past its `max_parallel` (the job is to be given back, which releases the hold).
+    pub(crate) fn hold(&self, name: &str) -> bool {
+        match self.name_caps.get(name) {
+            Some(cap) => cap.held.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < cap.max,
+            None => true,
         }
     }
 

@@ -14,7 +14,8 @@
 //! - `quick`: returns at once;
 //! - `hold`: keeps its lease alive with `extend_lock_time` until the process dies;
 //! - `sleep`: sleeps `--slow-ms` (yielding), then returns success;
-//! - `slow`: on its first try blocks its thread for `--slow-ms`, ignoring cancellation (a handler
+//! - `slow`: with leases that do not renew themselves, on its first try blocks its thread for
+//!   `--slow-ms`, ignoring cancellation (a handler
 //!   that cannot be stopped), then returns success.
 //!
 //! Prints `ready <its clock, in Unix milliseconds>` on standard output once the workers run;
@@ -199,6 +200,9 @@ async fn run(args: Args) -> i32 {
         cooldown_period: Duration::ZERO,
         shutdown_grace: Some(args.grace),
         worker_id: args.worker_id.clone(),
+        // `slow` shows what the end of a lease does to a handler that blocks its thread; with
+        // renewal (from another thread) its lease would last until it returns.
+        auto_extend: args.mode != "slow",
         ..Default::default()
     };
     let workers = match start_workers(store, [job], options).await {

@@ -476,12 +476,15 @@ async fn slow_handler_in_process(env: Env) {
             }
         })
     };
+    // Leases that do not renew themselves: renewal, from the runtime's other thread, would
+    // keep a blocked handler's lease until it returns.
     let options = |worker: &str| WorkerOptions {
         lock_time: Duration::from_millis(1500),
         poll_interval: Duration::from_millis(100),
         cooldown_period: Duration::ZERO,
         shutdown_grace: Some(Duration::from_secs(20)),
         worker_id: Some(worker.to_owned()),
+        auto_extend: false,
         ..Default::default()
     };
     let slow = start_workers(Arc::clone(&store), [slow_job], options("slow"))

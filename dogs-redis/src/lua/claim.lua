@@ -56,7 +56,8 @@ for i = 5, #ARGV, 3 do
       cap = 0
     else
       local most = tonumber(call('HGET', key('limits'), name))
-      if most then
+      -- A limit written by hand that is not positive is no limit, as reads show it.
+      if most and most > 0 then
         local live = call('ZCOUNT', key('leases', name), '(' .. now, '+inf')
         cap = math.min(cap, math.max(0, most - live))
       end
