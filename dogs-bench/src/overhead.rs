@@ -61,8 +61,10 @@ pub async fn run(settings: &Settings, backend: &Backend) -> Outcome<Vec<Figure>>
     metrics::set_global_recorder(recorder).map_err(|e| e.to_string())?;
     let slots = 32;
     let (mut plain, mut full, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut plain_cpu, mut full_cpu, mut cpu_ratios) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..settings.runs {
         let mut rates = [0.0f64; 2];
+        let mut cpu = [0.0f64; 2];
         // Alternated: the machine's drift falls on both sides alike.
         let order = if round % 2 == 0 {
             [false, true]
@@ -77,14 +79,18 @@ pub async fn run(settings: &Settings, backend: &Backend) -> Outcome<Vec<Figure>>
             };
             let ns = namespace(round * 2 + i);
             let store = backend.open(&ns).await?;
-            let (rate, _, _) = drain_once(&settings, backend, &store, slots).await?;
+            let (rate, process, _) = drain_once(&settings, backend, &store, slots).await?;
             drop(store);
             backend.cleanup(&ns).await?;
             rates[usize::from(with)] = rate;
+            cpu[usize::from(with)] = process;
         }
         plain.push(rates[0]);
         full.push(rates[1]);
         ratios.push(rates[1] / rates[0]);
+        plain_cpu.push(cpu[0]);
+        full_cpu.push(cpu[1]);
+        cpu_ratios.push(cpu[1] / cpu[0]);
     }
     on.store(false, Ordering::Relaxed);
     // The recorder saw the drains with metrics on: it holds every job's figures.
@@ -105,6 +111,9 @@ pub async fn run(settings: &Settings, backend: &Backend) -> Outcome<Vec<Figure>>
             full,
             &set,
         ),
-        Figure::new("on / off, per round", "ratio", ratios, &set),
+        Figure::new("rate on / off, per round", "ratio", ratios, &set),
+        Figure::new("process CPU, off", "s/1000 jobs", plain_cpu, &set),
+        Figure::new("process CPU, on", "s/1000 jobs", full_cpu, &set),
+        Figure::new("process CPU on / off, per round", "ratio", cpu_ratios, &set),
     ])
 }
