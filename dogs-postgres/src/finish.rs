@@ -165,11 +165,16 @@ impl PostgresStore {
             Completion::Remove => {
                 q.push(format!("DELETE FROM {s}.jobs"));
             }
-            Completion::Reschedule {
-                run_at,
-                priority,
-                reset_tries,
-            } => {
+            Completion::Reschedule { run_at, .. } | Completion::Snooze { run_at } => {
+                // A snooze is a reschedule that gives the try back and keeps the priority.
+                let (priority, tries) = match completion {
+                    Completion::Reschedule {
+                        priority,
+                        reset_tries,
+                        ..
+                    } => (*priority, if *reset_tries { "0" } else { "tries" }),
+                    _ => (None, "greatest(tries - 1, 0)"),
+                };
                 let (at, in_ms) = run_at_binds(*run_at);
                 let when = |q: &mut QueryBuilder<'a, Postgres>| {
                     q.push("COALESCE(")
@@ -183,13 +188,11 @@ impl PostgresStore {
                 q.push(format!("UPDATE {s}.jobs SET run_at = "));
                 when(&mut q);
                 q.push(", priority = COALESCE(")
-                    .push_bind(*priority)
-                    .push("::int, priority), tries = CASE WHEN ")
-                    .push_bind(*reset_tries)
-                    .push(
-                        " THEN 0 ELSE tries END, lease_token = NULL, locked_until = NULL, \
-                         locked_by = NULL, demoted = false, progress = NULL, state = CASE WHEN ",
-                    );
+                    .push_bind(priority)
+                    .push(format!(
+                    "::int, priority), tries = {tries}, lease_token = NULL, locked_until = NULL, \
+                         locked_by = NULL, demoted = false, progress = NULL, state = CASE WHEN "
+                ));
                 when(&mut q);
                 q.push(format!(
                     " <= {s}.ms_now() THEN 'pending' ELSE 'scheduled' END"
@@ -219,28 +222,6 @@ impl PostgresStore {
                     "UPDATE {s}.jobs SET tries = greatest(tries - 1, 0), lease_token = NULL, \
                      locked_until = NULL, locked_by = NULL, progress = NULL, \
                      state = CASE WHEN run_at <= {s}.ms_now() THEN 'pending' ELSE 'scheduled' END"
-                ));
-            }
-            Completion::Snooze { run_at } => {
-                let (at, in_ms) = run_at_binds(*run_at);
-                let when = |q: &mut QueryBuilder<'a, Postgres>| {
-                    q.push("COALESCE(")
-                        .push_bind(at)
-                        .push(format!(
-                            "::timestamptz, {s}.ms_now() + interval '1 millisecond' * "
-                        ))
-                        .push_bind(in_ms)
-                        .push("::bigint)");
-                };
-                q.push(format!("UPDATE {s}.jobs SET run_at = "));
-                when(&mut q);
-                q.push(
-                    ", tries = greatest(tries - 1, 0), lease_token = NULL, locked_until = NULL, \
-                     locked_by = NULL, demoted = false, progress = NULL, state = CASE WHEN ",
-                );
-                when(&mut q);
-                q.push(format!(
-                    " <= {s}.ms_now() THEN 'pending' ELSE 'scheduled' END"
                 ));
             }
         }

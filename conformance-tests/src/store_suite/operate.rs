@@ -137,29 +137,7 @@ pub async fn retry_failed(ctx: TestContext) {
     let jobs: Vec<NewJob> = (0..count)
         .map(|i| NewJob::new("bulk-retried", json!(i)))
         .collect();
-    for outcome in store.schedule_many(jobs).await.unwrap() {
-        outcome.unwrap();
-    }
-    let mut left = count;
-    while left > 0 {
-        let batch = claim(&*store, "bulk-retried", LEASE, left.min(500)).await;
-        assert!(!batch.is_empty());
-        left -= batch.len();
-        let finishes = batch
-            .into_iter()
-            .map(|c| dogs_core::Finish {
-                lease: c.lease,
-                completion: Completion::Fail {
-                    error: "bulk".into(),
-                    retain_for: Duration::from_secs(3600),
-                },
-                execution: None,
-            })
-            .collect();
-        for outcome in store.finish_many(finishes).await.unwrap() {
-            outcome.unwrap();
-        }
-    }
+    fail_all(&*store, jobs).await;
     let other = failed_job(&*store, NewJob::new("not-retried", json!({}))).await;
     assert_eq!(
         store.retry_failed("bulk-retried").await.unwrap(),
