@@ -342,6 +342,9 @@ async fn stop(
     }
 }
 
+/// How many lock times an execution runs, renewing its lease, before it is logged.
+const LONG_RUN_WARNING: u32 = 20;
+
 /// Completes at the point where an execution whose lease was not extended must be stopped:
 /// before the lease can end, with room to stop the handler and release the job. With `renew`,
 /// renews the lease every third of its length until then (one timer at a time, whichever
@@ -349,9 +352,6 @@ async fn stop(
 /// kept); a renewal that fails for a while is tried again a tenth of the lease later, and one
 /// refused with `LockLost` fires the execution's lost signal and never completes this. An
 /// execution still renewing after [`LONG_RUN_WARNING`] lock times is logged once.
-/// How many lock times an execution runs, renewing its lease, before it is logged.
-const LONG_RUN_WARNING: u32 = 20;
-
 async fn watch_lease(
     mut end: watch::Receiver<LeaseEnd>,
     renew: Option<(crate::JobContext, Duration)>,
@@ -378,10 +378,10 @@ async fn watch_lease(
             })
         });
         match (renew_at, &renew) {
-            (Some(at), Some((ctx, _))) if at < stop_at => {
-                // As long as the lease was last taken for: a handler's own longer extension
-                // is kept.
-                let lock_time = &lease.lock_time;
+            (Some(at), Some((ctx, own))) if at < stop_at => {
+                // As long as the lease was last taken for, and at least the job's lock time:
+                // a handler's own longer extension is kept, a shorter one is not repeated.
+                let lock_time = &lease.lock_time.max(*own);
                 tokio::select! {
                     _ = tokio::time::sleep_until(at) => {}
                     changed = end.changed() => {

@@ -29,6 +29,16 @@ impl State {
         let Some(record) = self.jobs.get(&seq) else {
             return Ok(Cancelled::default());
         };
+        let stopping = record.slot == Slot::Failed
+            && record.last_error.as_deref() == Some(CANCELLED_ERROR)
+            && record.lease.as_ref().is_some_and(|l| l.until > now);
+        if stopping {
+            // Cancelled already, its handler maybe still stopping: it keeps its place.
+            return Ok(Cancelled {
+                found: true,
+                running: false,
+            });
+        }
         if record.is_live(now) {
             if record.kind == JobKind::Recurrent {
                 return Err(Error::new(
@@ -48,6 +58,7 @@ impl State {
                 record.slot = Slot::Failed;
             });
             self.free_unique(seq);
+            self.still_cancelling(&name, now);
             self.cancelling
                 .entry(name)
                 .or_default()

@@ -316,7 +316,7 @@ fn records_of(entries: &[&Finish]) -> Result<Vec<Option<Document>>> {
 }
 
 /// Commits, again while the outcome of the commit is unknown (a network error).
-async fn commit(session: &mut ClientSession) -> mongodb::error::Result<()> {
+pub(crate) async fn commit(session: &mut ClientSession) -> mongodb::error::Result<()> {
     let mut tries = 0;
     loop {
         tries += 1;

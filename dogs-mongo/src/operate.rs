@@ -6,8 +6,8 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use dogs_core::{
-    Completion, Error, ErrorKind, Finish, JobId, Lease, LeaseToken, NameSettings, Result,
-    RetryBatch, CANCELLED_ERROR, CANCELLED_RETENTION,
+    Error, ErrorKind, JobId, Lease, NameSettings, Result, RetryBatch, CANCELLED_ERROR,
+    CANCELLED_RETENTION,
 };
 use futures::TryStreamExt;
 use mongodb::bson::{doc, oid::ObjectId, Bson, Document};
@@ -120,9 +120,15 @@ impl MongoStore {
         match self
             .timed(
                 "retrying a job",
-                self.inner
-                    .jobs
-                    .update_one(doc! { "_id": id, "state": "failed" }, update),
+                self.inner.jobs.update_one(
+                    doc! {
+                        "_id": id,
+                        "state": "failed",
+                        // Not one cancelled while it ran whose lease has not ended.
+                        "$nor": [{ "last_error": CANCELLED_ERROR, "locked_until": { "$gt": date(now) } }],
+                    },
+                    update,
+                ),
             )
             .await
         {
@@ -187,8 +193,9 @@ impl MongoStore {
     }
 
     /// Cancels a job found by `filter`: removed when it is not running; failed as cancelled,
-    /// with its unique identifier freed, when it is (the fenced write of a failed execution,
-    /// under the lease's own token).
+    /// with its unique identifier freed and its lease end kept, when it is (one write fenced
+    /// by the lease's own token). A job cancelled while it ran whose lease has not ended is
+    /// left as it is (its handler may still be stopping).
     pub(crate) async fn cancel_filter(&self, filter: Document) -> Result<bool> {
         for _ in 0..5 {
             let now = self.server_now().await?;
@@ -198,6 +205,9 @@ impl MongoStore {
             let state = job.get_str("state").unwrap_or_default();
             if state == "failed" && opt_date(&job, "expires_at").is_some_and(|at| at <= now) {
                 return Ok(false);
+            }
+            if still_stopping(&job, now) {
+                return Ok(true);
             }
             let (Ok(id), Ok(token)) = (job.get_object_id("_id"), job.get_str("token")) else {
                 if self.remove_unless_live(&job, now).await? {
@@ -220,43 +230,66 @@ impl MongoStore {
                     ),
                 ));
             }
-            let until = job.get("locked_until").cloned();
-            let cancel = Finish {
-                lease: Lease {
-                    job_id: JobId::new(id.to_hex()),
-                    token: LeaseToken::new(token),
-                },
-                completion: Completion::Fail {
-                    error: CANCELLED_ERROR.to_owned(),
-                    retain_for: CANCELLED_RETENTION,
-                },
-                execution: None,
-            };
-            match self.finish_all(vec![cancel]).await?.pop() {
-                Some(Ok(())) => {
-                    // Its lease end stays, so it counts against its name's limit and is not
-                    // retried while its handler may still be stopping.
-                    if let Some(until) = until {
-                        self.timed(
-                            "cancelling a job",
-                            self.inner.jobs.update_one(
-                                doc! { "_id": id, "state": "failed", "last_error": CANCELLED_ERROR },
-                                doc! { "$set": { "locked_until": until } },
-                            ),
-                        )
-                        .await?;
-                    }
-                    return Ok(true);
-                }
-                Some(Err(e)) if e.kind() == ErrorKind::LockLost => continue,
-                Some(Err(e)) => return Err(e),
-                None => continue,
+            if self.fail_cancelled(id, token, now).await? {
+                return Ok(true);
             }
+            // Its lease changed hands or it ended meanwhile: look again.
         }
         Err(Error::new(
             ErrorKind::Conflict,
             "the job kept changing while it was being cancelled",
         ))
+    }
+
+    /// Fails a running job as cancelled under its lease's token, keeping `locked_until`;
+    /// whether the token was still current. In a transaction where there are transactions,
+    /// the document is moved (deleted, then inserted) so its unique identifier is freed on
+    /// every server, as failing an execution does.
+    async fn fail_cancelled(&self, id: ObjectId, token: &str, now: DateTime<Utc>) -> Result<bool> {
+        let filter = doc! { "_id": id, "token": token, "state": "running" };
+        let expires_at = date(dogs_core::add_duration(now, CANCELLED_RETENTION));
+        let jobs = &self.inner.jobs;
+        if !self.inner.replicated {
+            let updated = self
+                .timed(
+                    "cancelling a job",
+                    jobs.update_one(
+                        filter,
+                        vec![
+                            doc! { "$set": {
+                                "state": "failed", "demoted": false,
+                                "last_error": CANCELLED_ERROR, "expires_at": expires_at,
+                            } },
+                            doc! { "$unset": ["token", "locked_by", "ukey", "was_stale"] },
+                        ],
+                    ),
+                )
+                .await?;
+            return Ok(updated.matched_count == 1);
+        }
+        self.timed("cancelling a job", async {
+            let mut session = self.inner.database.client().start_session().await?;
+            session.start_transaction().await?;
+            let Some(mut cancelled) = jobs
+                .find_one_and_delete(filter)
+                .session(&mut session)
+                .await?
+            else {
+                let _ = session.abort_transaction().await;
+                return Ok(false);
+            };
+            for field in ["token", "locked_by", "ukey", "was_stale"] {
+                cancelled.remove(field);
+            }
+            cancelled.insert("state", "failed");
+            cancelled.insert("demoted", false);
+            cancelled.insert("last_error", CANCELLED_ERROR);
+            cancelled.insert("expires_at", expires_at);
+            jobs.insert_one(cancelled).session(&mut session).await?;
+            crate::finish::commit(&mut session).await?;
+            Ok(true)
+        })
+        .await
     }
 
     /// Removes `job` unless it holds a live lease by now; whether it removed it.

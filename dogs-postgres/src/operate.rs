@@ -44,6 +44,7 @@ impl Statements {
                      ), failed AS (
                          UPDATE {{s}}.jobs j SET {PUT_BACK}
                          FROM target t WHERE j.id = t.id AND t.state = 'failed' AND NOT t.taken
+                           AND NOT t.live
                          RETURNING j.id
                      ), pending AS (
                          UPDATE {{s}}.jobs j SET run_at = least(j.run_at, {{s}}.ms_now()), state = 'pending'

@@ -24,9 +24,11 @@ pub(crate) struct Statements {
 ///
 /// The cancelled job keeps `locked_until`: until then its handler may still be stopping, so it
 /// counts against its name's concurrency limit and is not retried. A running recurrent job is
-/// left as it is, and reported (`recurrent`).
+/// left as it is, and reported (`recurrent`); one cancelled already whose lease has not ended is
+/// left as it is (`stopping`).
 const CANCEL: &str = "WITH target AS ({target}), removed AS (
-         DELETE FROM {s}.jobs j USING target t WHERE j.id = t.id AND NOT t.live RETURNING j.id
+         DELETE FROM {s}.jobs j USING target t WHERE j.id = t.id AND NOT t.live AND NOT t.stopping
+         RETURNING j.id
      ), cancelled AS (
          UPDATE {s}.jobs j SET state = 'failed', last_error = $3,
              expires_at = {s}.ms_now() + $4 * interval '1 millisecond',
@@ -35,13 +37,16 @@ const CANCEL: &str = "WITH target AS ({target}), removed AS (
      ), told AS (
          SELECT pg_notify($5, $6) FROM cancelled
      )
-     SELECT (SELECT count(*) FROM removed) + (SELECT count(*) FROM cancelled) AS found,
+     SELECT (SELECT count(*) FROM removed) + (SELECT count(*) FROM cancelled)
+                + (SELECT count(*) FROM target t WHERE t.stopping) AS found,
             (SELECT count(*) FROM told) AS told,
             (SELECT count(*) FROM target t WHERE t.live AND t.kind <> 'event') AS recurrent";
 
 impl Statements {
     pub(crate) fn new(s: &str) -> Self {
-        let live = "(j.state = 'running' AND j.locked_until > {s}.ms_now()) AS live";
+        // Cancelled already, its handler maybe still stopping: it keeps its place.
+        let live = "(j.state = 'running' AND j.locked_until > {s}.ms_now()) AS live, \
+             (j.state = 'failed' AND j.last_error = $3 AND j.locked_until > {s}.ms_now()) AS stopping";
         Statements {
             cancel: fill(
                 &CANCEL.replace(

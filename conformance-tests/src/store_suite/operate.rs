@@ -362,6 +362,18 @@ pub async fn cancel_running(ctx: TestContext) {
         Some(ErrorKind::Conflict),
         "a job cancelled while running is not retried before its lease ends"
     );
+    assert_eq!(
+        store.get_job(&id).await.unwrap().unwrap().state,
+        JobState::Failed,
+        "a refused retry changes nothing"
+    );
+    assert!(claim(&*store, "cancelled", LEASE, 10).await.is_empty());
+    // Cancelling it again leaves it as it is until then (its place stays held).
+    assert!(store.cancel(&id).await.unwrap());
+    assert_eq!(
+        store.get_job(&id).await.unwrap().unwrap().state,
+        JobState::Failed
+    );
     wait_past(&*store, claimed.locked_until).await;
     assert!(store.retry(&id).await.unwrap());
     let claimed = claim_one(&*store, "cancelled", LEASE).await;

@@ -20,6 +20,10 @@ end
 if job.state == 'failed' and tonumber(job.expires_at) and tonumber(job.expires_at) <= now then
   return 0
 end
+if still_stopping(job, now) then
+  -- Cancelled already, its handler maybe still stopping: it keeps its place.
+  return 1
+end
 if job.state == 'running' and tonumber(job.locked_until) and tonumber(job.locked_until) > now then
   if job.kind ~= 'event' then
     return -1
