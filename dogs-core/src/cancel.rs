@@ -10,22 +10,24 @@ use tokio_util::sync::CancellationToken;
 use crate::job::JobId;
 use crate::worker::Shared;
 
-/// Watches the store's cancellation notices until the set stops claiming.
+/// Watches the store's cancellation notices until the set's executions have ended (through
+/// the shutdown grace too), or the set is dropped.
 pub(crate) async fn watch(shared: Arc<Shared>) {
     let Some(mut wakeups) = shared.store.wakeups() else {
         return;
     };
     loop {
         tokio::select! {
-            _ = shared.stop_claiming.cancelled() => return,
+            _ = shared.executions.wait() => return,
+            _ = shared.give_up_saving.cancelled() => return,
             _ = wakeups.wait_cancelled() => {}
         }
         let running: Vec<(JobId, CancellationToken)> = shared
             .running
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .iter()
-            .map(|(id, token)| (id.clone(), token.clone()))
+            .values()
+            .cloned()
             .collect();
         for (id, token) in running {
             if is_cancelled(&shared, &id).await {

@@ -108,7 +108,9 @@ enum First {
 /// Removes an execution from the set's running executions when it ends.
 struct Registered<'a> {
     shared: &'a Shared,
-    id: crate::JobId,
+    /// Its lease's token: one job may have two executions in one set (one whose handler
+    /// blocks its thread past its lease, and the next).
+    token: crate::LeaseToken,
     name: String,
 }
 
@@ -118,7 +120,7 @@ impl Drop for Registered<'_> {
             .running
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(&self.id);
+            .remove(&self.token);
         if let Some(metrics) = self.shared.metrics.get(&self.name) {
             metrics.stopped();
         }
@@ -164,13 +166,16 @@ async fn run_claimed(
         .running
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .insert(job.id.clone(), in_store.clone());
+        .insert(
+            claimed.lease.token.clone(),
+            (job.id.clone(), in_store.clone()),
+        );
     if let Some(metrics) = shared.metrics.get(&job.name) {
         metrics.started(&claimed, clock.now());
     }
     let _registered = Registered {
         shared,
-        id: job.id.clone(),
+        token: claimed.lease.token.clone(),
         name: job.name.clone(),
     };
     let ctx = JobContext::new(

@@ -412,8 +412,9 @@ pub(crate) struct Shared {
     pub(crate) executions: TaskTracker,
     /// Job names whose `get_next_run` already had a warning.
     pub(crate) warned: Mutex<HashSet<String>>,
-    /// The executions running now, by job id: their signal for a cancellation by an operator.
-    pub(crate) running: Mutex<HashMap<crate::JobId, CancellationToken>>,
+    /// The executions running now, by lease token: their job, and their signal for a
+    /// cancellation by an operator.
+    pub(crate) running: Mutex<HashMap<crate::LeaseToken, (crate::JobId, CancellationToken)>>,
     /// Per-name limits of this set (`max_parallel`), with what each name holds now.
     pub(crate) name_caps: HashMap<String, NameCap>,
     /// Fires when an execution of a name with a limit ends: claim again.

@@ -85,6 +85,36 @@ pub async fn cancel_running(ctx: TestContext) {
         Duration::from_secs(5),
     )
     .await;
+    // While the set stops (its shutdown grace), a cancellation is still seen at once.
+    let store = ctx.store();
+    let seen = log::<String>();
+    let job =
+        waits_for_cancel("cancelled-stopping", seen.clone()).lock_time(Duration::from_secs(60));
+    let options = WorkerOptions {
+        shutdown_grace: Some(Duration::from_secs(20)),
+        ..fast_options()
+    };
+    let workers = start(store.clone(), vec![job.definition()], options).await;
+    let id = schedule_job(&*store, &job, &(), ScheduleOptions::default())
+        .await
+        .unwrap();
+    wait_until("the job to start", DEADLINE, || async {
+        !read(&seen).is_empty()
+    })
+    .await;
+    let stopping = tokio::spawn(workers.stop());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(store.cancel(id.id()).await.unwrap());
+    wait_until(
+        "the handler to be cancelled",
+        Duration::from_secs(5),
+        || async { read(&seen).len() >= 2 },
+    )
+    .await;
+    stopping.await.unwrap();
+    let runs = wait_executions(&*store, "cancelled-stopping", 1).await;
+    assert_eq!(runs[0].status, ExecutionStatus::Cancelled);
+
     // Not told (a store without notices): at the next renewal, a third of the lease.
     let polling = Arc::new(AlteredClaims::polling_only(ctx.another_handle().await));
     cancel_while_running(
