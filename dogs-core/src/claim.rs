@@ -103,14 +103,6 @@ impl ClaimRequest {
         }
     }
 
-    /// Caps the jobs of `name` this claim leases at `max`.
-    pub fn max_of(mut self, name: &str, max: usize) -> Self {
-        for n in self.names.iter_mut().filter(|n| n.name == name) {
-            n.max = Some(max);
-        }
-        self
-    }
-
     /// Sets the worker id recorded with the leases.
     pub fn worker_id(mut self, worker_id: impl Into<String>) -> Self {
         self.worker_id = worker_id.into();

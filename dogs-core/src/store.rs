@@ -439,7 +439,15 @@ impl<T: JobStore + ?Sized> JobStore for Arc<T> {
 /// Checks a progress value as every store does before storing it: as params are checked
 /// (`InvalidInput`, `TooLarge` over `max_params_bytes`).
 pub fn validate_progress(progress: &serde_json::Value, max_params_bytes: usize) -> Result<()> {
-    crate::NewJob::new("progress", progress.clone()).validate(max_params_bytes)
+    crate::job::validate_params("progress", progress)?;
+    let size = crate::params_size(progress);
+    if size > max_params_bytes {
+        return Err(crate::Error::new(
+            crate::ErrorKind::TooLarge,
+            format!("a progress value takes {size} bytes, more than the store's limit of {max_params_bytes}"),
+        ));
+    }
+    Ok(())
 }
 
 /// Checks a concurrency limit as every store does before storing it.

@@ -2,7 +2,7 @@
 //! pausing names, and limiting how many of a name run at once.
 
 use chrono::{DateTime, Utc};
-use dogs_core::{Error, ErrorKind, JobId, NameSettings, Result, RetryBatch, CANCELLED_ERROR};
+use dogs_core::{Error, ErrorKind, JobId, NameSettings, Result, RetryBatch};
 
 use crate::state::{parse_id, Effects, Slot, State};
 
@@ -25,10 +25,7 @@ impl State {
             ));
         }
         let failed = record.slot == Slot::Failed;
-        let stopping = failed
-            && record.last_error.as_deref() == Some(CANCELLED_ERROR)
-            && record.lease.as_ref().is_some_and(|l| l.until > now);
-        if stopping {
+        if record.still_stopping(now) {
             return Err(Error::new(
                 ErrorKind::Conflict,
                 format!("job {seq} was cancelled while it ran and may still be stopping; retry it once its lease ends"),

@@ -29,10 +29,7 @@ impl State {
         let Some(record) = self.jobs.get(&seq) else {
             return Ok(Cancelled::default());
         };
-        let stopping = record.slot == Slot::Failed
-            && record.last_error.as_deref() == Some(CANCELLED_ERROR)
-            && record.lease.as_ref().is_some_and(|l| l.until > now);
-        if stopping {
+        if record.still_stopping(now) {
             // Cancelled already, its handler maybe still stopping: it keeps its place.
             return Ok(Cancelled {
                 found: true,

@@ -84,6 +84,14 @@ impl Record {
         self.state(now) == JobState::Running
     }
 
+    /// Whether it was cancelled while it ran and the lease it had has not ended: its handler
+    /// may still be stopping.
+    pub(crate) fn still_stopping(&self, now: DateTime<Utc>) -> bool {
+        self.slot == Slot::Failed
+            && self.last_error.as_deref() == Some(dogs_core::CANCELLED_ERROR)
+            && self.lease.as_ref().is_some_and(|l| l.until > now)
+    }
+
     pub(crate) fn view(&self, now: DateTime<Utc>) -> Job {
         Job {
             id: self.id(),

@@ -28,6 +28,13 @@ impl MongoStore {
     }
 
     pub(crate) async fn read_jobs(&self, query: &JobQuery) -> Result<Vec<Job>> {
+        let mut page = self.read_unmarked(query).await?;
+        Job::mark_paused(&mut page, &self.read_settings(None).await?);
+        Ok(page)
+    }
+
+    /// The page `query` asks for, `paused` left unset.
+    pub(crate) async fn read_unmarked(&self, query: &JobQuery) -> Result<Vec<Job>> {
         let now = self.server_now().await?;
         let filter = match &query.name {
             Some(name) => doc! { "name": name },
@@ -40,9 +47,7 @@ impl MongoStore {
             .await?;
         let jobs = readable(docs.into_iter().map(|d| job_from_doc(d, now)));
         // ObjectIds in hex sort in creation order.
-        let mut page = query.page(jobs, |id| id.clone());
-        Job::mark_paused(&mut page, &self.read_settings(None).await?);
-        Ok(page)
+        Ok(query.page(jobs, |id| id.clone()))
     }
 
     pub(crate) async fn read_executions(&self, query: &ExecutionQuery) -> Result<Vec<Execution>> {

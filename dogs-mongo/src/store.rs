@@ -430,7 +430,7 @@ impl JobStore for MongoStore {
             limit: usize::MAX,
             ..JobQuery::default()
         };
-        let mut counts = JobCounts::tally(self.read_jobs(&all).await?);
+        let mut counts = JobCounts::tally(self.read_unmarked(&all).await?);
         JobCounts::mark_paused(&mut counts, &self.read_settings(None).await?);
         Ok(counts)
     }

@@ -24,6 +24,16 @@ impl RedisStore {
     }
 
     pub(crate) async fn read_jobs(&self, query: &JobQuery) -> Result<Vec<Job>> {
+        let mut page = self.read_unmarked(query).await?;
+        let paused = self.paused_names().await?;
+        for job in &mut page {
+            job.paused = paused.contains(&job.name);
+        }
+        Ok(page)
+    }
+
+    /// The page `query` asks for, `paused` left unset.
+    pub(crate) async fn read_unmarked(&self, query: &JobQuery) -> Result<Vec<Job>> {
         let index = match &query.name {
             Some(name) => self.key(&["byname", name]),
             None => self.key(&["jobs"]),
@@ -42,12 +52,7 @@ impl RedisStore {
                 .filter(|(_, hash)| !hash.is_empty())
                 .map(|(id, hash)| job_from_hash(id, hash, now)),
         );
-        let mut page = query.page(jobs, |id| id.as_str().parse::<u64>().unwrap_or(u64::MAX));
-        let paused = self.paused_names().await?;
-        for job in &mut page {
-            job.paused = paused.contains(&job.name);
-        }
-        Ok(page)
+        Ok(query.page(jobs, |id| id.as_str().parse::<u64>().unwrap_or(u64::MAX)))
     }
 
     pub(crate) async fn read_executions(&self, query: &ExecutionQuery) -> Result<Vec<Execution>> {

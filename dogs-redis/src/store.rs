@@ -293,7 +293,7 @@ impl JobStore for RedisStore {
             limit: usize::MAX,
             ..JobQuery::default()
         };
-        let mut counts = JobCounts::tally(self.read_jobs(&all).await?);
+        let mut counts = JobCounts::tally(self.read_unmarked(&all).await?);
         JobCounts::mark_paused(&mut counts, &self.read_settings().await?);
         Ok(counts)
     }
