@@ -276,6 +276,15 @@ impl JobStore for AlteredClaims {
     async fn count_jobs(&self) -> dogs_core::Result<Vec<dogs_core::JobCounts>> {
         self.inner.count_jobs().await
     }
+    async fn list_recurrent(&self) -> dogs_core::Result<Vec<dogs_core::Job>> {
+        self.inner.list_recurrent().await
+    }
+    async fn execution_stats(
+        &self,
+        since: DateTime<Utc>,
+    ) -> dogs_core::Result<Vec<dogs_core::ExecutionMinute>> {
+        self.inner.execution_stats(since).await
+    }
     async fn executions(
         &self,
         query: &dogs_core::ExecutionQuery,

@@ -179,6 +179,15 @@ impl JobStore for PollingOnly {
     async fn count_jobs(&self) -> Result<Vec<dogs_core::JobCounts>> {
         self.0.count_jobs().await
     }
+    async fn list_recurrent(&self) -> Result<Vec<dogs_core::Job>> {
+        self.0.list_recurrent().await
+    }
+    async fn execution_stats(
+        &self,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<dogs_core::ExecutionMinute>> {
+        self.0.execution_stats(since).await
+    }
     async fn executions(
         &self,
         query: &dogs_core::ExecutionQuery,

@@ -239,6 +239,15 @@ mod tests {
         async fn count_jobs(&self) -> Result<Vec<JobCounts>> {
             not_used()
         }
+        async fn list_recurrent(&self) -> Result<Vec<Job>> {
+            not_used()
+        }
+        async fn execution_stats(
+            &self,
+            _: chrono::DateTime<chrono::Utc>,
+        ) -> Result<Vec<crate::ExecutionMinute>> {
+            not_used()
+        }
         async fn executions(&self, _: &ExecutionQuery) -> Result<Vec<Execution>> {
             not_used()
         }

@@ -53,6 +53,16 @@ impl ExecutionStatus {
             _ => return None,
         })
     }
+
+    /// Parses a stored status: an unknown one is a `Corrupt` error naming it.
+    pub fn parse_stored(text: &str) -> crate::Result<Self> {
+        Self::parse(text).ok_or_else(|| {
+            crate::Error::new(
+                crate::ErrorKind::Corrupt,
+                format!("unknown execution status '{text}'"),
+            )
+        })
+    }
 }
 
 /// The record of one execution of a job.

@@ -499,26 +499,26 @@ impl JobQuery {
 }
 
 impl JobQuery {
+    /// Whether this query lists newest first: a listing of failed jobs is; every other
+    /// listing is in scheduling order ([`JobStore::list_jobs`](crate::JobStore::list_jobs)).
+    pub fn newest_first(&self) -> bool {
+        self.state == Some(JobState::Failed)
+    }
+
     /// The page of `jobs` (already narrowed to the query's name) this query asks for: those in
-    /// its state, in listing order (pending and running jobs in claim order, then failed jobs
-    /// newest first), skipping `offset`, at most `limit`. `scheduling_order` gives the order of
-    /// a store's ids. For stores that list by reading every job of a name.
+    /// its state, in listing order (scheduling order; failed jobs newest first), skipping
+    /// `offset`, at most `limit`. `scheduling_order` gives the order of a store's ids. For
+    /// stores that read every job of a name.
     pub fn page<K: Ord>(
         &self,
         mut jobs: Vec<Job>,
         scheduling_order: impl Fn(&JobId) -> K,
     ) -> Vec<Job> {
         jobs.retain(|job| self.state.is_none_or(|state| job.state == state));
-        jobs.sort_by(|a, b| {
-            let failed = (a.state == JobState::Failed, b.state == JobState::Failed);
-            match failed {
-                (false, false) => (std::cmp::Reverse(a.priority), a.run_at)
-                    .cmp(&(std::cmp::Reverse(b.priority), b.run_at))
-                    .then_with(|| scheduling_order(&a.id).cmp(&scheduling_order(&b.id))),
-                (true, true) => scheduling_order(&b.id).cmp(&scheduling_order(&a.id)),
-                (a_failed, _) => a_failed.cmp(&!a_failed),
-            }
-        });
+        jobs.sort_by_key(|job| scheduling_order(&job.id));
+        if self.newest_first() {
+            jobs.reverse();
+        }
         jobs.into_iter()
             .skip(self.offset)
             .take(self.limit)
@@ -533,6 +533,9 @@ pub struct JobCounts {
     pub name: String,
     /// Jobs waiting or due.
     pub pending: u64,
+    /// Of `pending`, those whose run time is still ahead (the rest are due).
+    #[serde(default)]
+    pub scheduled: u64,
     /// Jobs with a live lease.
     pub running: u64,
     /// Jobs failed for good and not yet removed.
@@ -544,21 +547,29 @@ pub struct JobCounts {
 }
 
 impl JobCounts {
-    /// Counts `jobs` per name and state, sorted by name.
-    pub fn tally(jobs: impl IntoIterator<Item = Job>) -> Vec<JobCounts> {
+    /// Counts `jobs`, read at `now`, per name and state, sorted by name.
+    pub fn tally(jobs: impl IntoIterator<Item = Job>, now: DateTime<Utc>) -> Vec<JobCounts> {
         let mut counts: std::collections::BTreeMap<String, JobCounts> = Default::default();
         for job in jobs {
             let entry = counts.entry(job.name.clone()).or_insert_with(|| JobCounts {
                 name: job.name,
                 ..JobCounts::default()
             });
-            match job.state {
-                JobState::Pending => entry.pending += 1,
-                JobState::Running => entry.running += 1,
-                JobState::Failed => entry.failed += 1,
-            }
+            entry.add(job.state, job.run_at > now);
         }
         counts.into_values().collect()
+    }
+
+    /// Counts one job in `state`; `ahead` when its run time is still ahead.
+    pub fn add(&mut self, state: JobState, ahead: bool) {
+        match state {
+            JobState::Pending => {
+                self.pending += 1;
+                self.scheduled += u64::from(ahead);
+            }
+            JobState::Running => self.running += 1,
+            JobState::Failed => self.failed += 1,
+        }
     }
 }
 

@@ -20,6 +20,7 @@ mod prune;
 mod retry;
 mod schedule;
 mod scheduling;
+mod stats;
 mod store;
 pub mod testing;
 mod trace;
@@ -52,6 +53,7 @@ pub use prune::{
 pub use retry::RetryBackoff;
 pub use schedule::{CronSchedule, NextRunFn, Schedule};
 pub use scheduling::{schedule_job, schedule_job_by_name, ScheduleOptions};
+pub use stats::{minute_of, stats_since, tally_minutes, ExecutionMinute, STATS_WINDOW};
 pub use store::{validate_concurrency_limit, validate_progress, JobStore};
 pub use trace::MAX_TRACE_CONTEXT_BYTES;
 pub use wakeup::{listen_with_reconnect, Notice, WakeUpSender, WakeUps};

@@ -13,6 +13,7 @@ use crate::job::{
     Job, JobCounts, JobId, JobQuery, NameSettings, NewJob, PruneReport, RecurrentRegistration,
     RetryBatch, Scheduled,
 };
+use crate::stats::ExecutionMinute;
 use crate::wakeup::WakeUps;
 
 /// Where jobs live: a shared store that any number of worker processes use at once.
@@ -180,17 +181,40 @@ pub trait JobStore: Send + Sync + 'static {
     ///   id of another store's format is simply not found).
     async fn get_job(&self, id: &JobId) -> Result<Option<Job>>;
 
-    /// Lists jobs by name and state, in claim order (failed jobs newest first).
+    /// Lists jobs by name and state, in scheduling order; a listing of failed jobs newest first.
+    ///
+    /// The page is found at the store, through its indexes: a page of a name and state costs
+    /// about the same with a million other jobs stored as with none.
     ///
     /// # Behavior
-    /// - Filters by name and by state and pages with limit and offset (S-list-and-stats).
+    /// - Filters by name and by state and pages with limit and offset, in scheduling order, or
+    ///   newest first for failed jobs (S-list-and-stats, list-paged).
     async fn list_jobs(&self, query: &JobQuery) -> Result<Vec<Job>>;
 
     /// Counts jobs per name and state.
     ///
     /// # Behavior
-    /// - One entry per name that has jobs, sorted by name (S-list-and-stats).
+    /// - One entry per name that has jobs (or is paused), sorted by name; `scheduled` counts the
+    ///   pending jobs whose run time is still ahead (S-list-and-stats, list-paged).
     async fn count_jobs(&self) -> Result<Vec<JobCounts>>;
+
+    /// The recurrent jobs, one per name, sorted by name.
+    ///
+    /// # Behavior
+    /// - Returns each recurrent job's record, with its state, next run time and schedule key,
+    ///   and no event job (recurrent-listed).
+    async fn list_recurrent(&self) -> Result<Vec<Job>>;
+
+    /// Execution records that ended at or after `since`, summed per minute and status, in order
+    /// of minute then status: the figures of a chart of executions per minute and run time.
+    ///
+    /// Reads at most [`STATS_WINDOW`](crate::STATS_WINDOW) back (an older `since` is cut), and
+    /// only what the store keeps: with `save_executions_for` zero there are no records to sum.
+    ///
+    /// # Behavior
+    /// - Each recorded execution is counted once, in the minute it ended, with its run time;
+    ///   records of before `since` are left out (execution-stats).
+    async fn execution_stats(&self, since: DateTime<Utc>) -> Result<Vec<ExecutionMinute>>;
 
     /// Reads execution records of one job name, newest first.
     ///
@@ -392,6 +416,12 @@ impl<T: JobStore + ?Sized> JobStore for Arc<T> {
     }
     async fn count_jobs(&self) -> Result<Vec<JobCounts>> {
         (**self).count_jobs().await
+    }
+    async fn list_recurrent(&self) -> Result<Vec<Job>> {
+        (**self).list_recurrent().await
+    }
+    async fn execution_stats(&self, since: DateTime<Utc>) -> Result<Vec<ExecutionMinute>> {
+        (**self).execution_stats(since).await
     }
     async fn executions(&self, query: &ExecutionQuery) -> Result<Vec<Execution>> {
         (**self).executions(query).await

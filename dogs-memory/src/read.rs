@@ -1,10 +1,12 @@
 //! Reading jobs and execution records, each with its state by the store's clock.
 
-use std::cmp::Reverse;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use dogs_core::{Execution, ExecutionQuery, Job, JobCounts, JobId, JobQuery, JobState};
+use dogs_core::{
+    stats_since, tally_minutes, Execution, ExecutionMinute, ExecutionQuery, Job, JobCounts, JobId,
+    JobKind, JobQuery,
+};
 
 use crate::state::{parse_id, Record, Slot, State};
 
@@ -43,10 +45,10 @@ impl State {
             .filter(|r| query.name.as_ref().is_none_or(|n| &r.name == n))
             .filter(|r| query.state.is_none_or(|s| r.state(now) == s))
             .collect();
-        records.sort_by_key(|r| match r.state(now) {
-            JobState::Failed => (1, Reverse(0), DateTime::<Utc>::MIN_UTC, Reverse(r.seq)),
-            _ => (0, Reverse(r.priority), r.run_at, Reverse(u64::MAX - r.seq)),
-        });
+        records.sort_by_key(|r| r.seq);
+        if query.newest_first() {
+            records.reverse();
+        }
         records
             .into_iter()
             .skip(query.offset)
@@ -62,6 +64,33 @@ impl State {
         job
     }
 
+    pub(crate) fn list_recurrent(&self, now: DateTime<Utc>) -> Vec<Job> {
+        let mut jobs: Vec<Job> = self
+            .jobs
+            .values()
+            .filter(|r| r.kind == JobKind::Recurrent)
+            .map(|r| self.view(r, now))
+            .collect();
+        jobs.sort_by(|a, b| a.name.cmp(&b.name));
+        jobs
+    }
+
+    pub(crate) fn execution_stats(
+        &self,
+        since: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Vec<ExecutionMinute> {
+        let since = stats_since(since, now);
+        tally_minutes(
+            self.executions
+                .by_name
+                .values()
+                .flat_map(|records| records.values())
+                .filter(|e| e.expires_at > now),
+            since,
+        )
+    }
+
     pub(crate) fn count_jobs(&self, now: DateTime<Utc>) -> Vec<JobCounts> {
         let mut counts: BTreeMap<&str, JobCounts> = BTreeMap::new();
         for record in self.visible(now) {
@@ -71,11 +100,7 @@ impl State {
                     name: record.name.clone(),
                     ..JobCounts::default()
                 });
-            match record.state(now) {
-                JobState::Pending => entry.pending += 1,
-                JobState::Running => entry.running += 1,
-                JobState::Failed => entry.failed += 1,
-            }
+            entry.add(record.state(now), record.run_at > now);
         }
         let mut counts = counts.into_values().collect();
         JobCounts::mark_paused(&mut counts, &self.name_settings());

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use dogs_core::{
-    async_trait, truncate_millis, ClaimRequest, Claimed, Completion, Execution, ExecutionQuery,
-    Finish, Job, JobCounts, JobId, JobQuery, JobStore, Lease, NameSettings, NewJob, PruneBatch,
-    PruneReport, RecurrentRegistration, Result, RetryBatch, Scheduled, WakeUpSender, WakeUps,
-    PRUNE_BATCH,
+    async_trait, truncate_millis, ClaimRequest, Claimed, Completion, Execution, ExecutionMinute,
+    ExecutionQuery, Finish, Job, JobCounts, JobId, JobQuery, JobStore, Lease, NameSettings, NewJob,
+    PruneBatch, PruneReport, RecurrentRegistration, Result, RetryBatch, Scheduled, WakeUpSender,
+    WakeUps, PRUNE_BATCH,
 };
 use tokio::sync::watch;
 
@@ -257,6 +257,14 @@ impl JobStore for MemoryStore {
 
     async fn count_jobs(&self) -> Result<Vec<JobCounts>> {
         Ok(self.state().count_jobs(MemoryStore::now(self)))
+    }
+
+    async fn list_recurrent(&self) -> Result<Vec<Job>> {
+        Ok(self.state().list_recurrent(MemoryStore::now(self)))
+    }
+
+    async fn execution_stats(&self, since: DateTime<Utc>) -> Result<Vec<ExecutionMinute>> {
+        Ok(self.state().execution_stats(since, MemoryStore::now(self)))
     }
 
     async fn executions(&self, query: &ExecutionQuery) -> Result<Vec<Execution>> {

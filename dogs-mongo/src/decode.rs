@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use dogs_core::{
-    ClaimedJob, Error, ErrorKind, Execution, ExecutionStatus, Job, JobId, JobKind, JobState, Lease,
-    LeaseToken, Result,
+    ClaimedJob, Error, ErrorKind, Execution, ExecutionMinute, ExecutionStatus, Job, JobId, JobKind,
+    JobState, Lease, LeaseToken, Result,
 };
 use mongodb::bson::{self, doc, oid::ObjectId, Bson, Document};
 
@@ -188,5 +188,34 @@ pub(crate) fn claimed_from_doc(doc: Document, claimed_at: DateTime<Utc>) -> Resu
         claimed_at,
         was_stale,
         job,
+    })
+}
+
+/// One `$group` result of the execution figures: `_id.minute` (ms), `_id.status`, `n`,
+/// `total_ms`, `max_ms`.
+pub(crate) fn minute_from_doc(doc: &Document) -> Result<ExecutionMinute> {
+    let key = doc
+        .get_document("_id")
+        .map_err(|_| corrupt("an execution figure has no key"))?;
+    let number = |d: &Document, field: &str| -> Result<i64> {
+        match d.get(field) {
+            Some(Bson::Int64(n)) => Ok(*n),
+            Some(Bson::Int32(n)) => Ok(i64::from(*n)),
+            Some(Bson::Double(n)) if n.is_finite() => Ok(*n as i64),
+            _ => Err(corrupt("an execution figure is not a number")),
+        }
+    };
+    let count =
+        |field: &str| -> Result<u64> { Ok(u64::try_from(number(doc, field)?).unwrap_or(0)) };
+    let status = key
+        .get_str("status")
+        .map_err(|_| corrupt("an execution figure has no status"))?;
+    Ok(ExecutionMinute {
+        minute: DateTime::<Utc>::from_timestamp_millis(number(key, "minute")?)
+            .ok_or_else(|| corrupt("an execution figure's minute is out of range"))?,
+        status: ExecutionStatus::parse_stored(status)?,
+        count: count("n")?,
+        total_ms: count("total_ms")?,
+        max_ms: count("max_ms")?,
     })
 }

@@ -1,10 +1,14 @@
 //! Reading jobs and execution records, each with its state by the server's clock.
 
-use dogs_core::{Execution, ExecutionQuery, Job, JobId, JobQuery, Result};
+use chrono::{DateTime, Utc};
+use dogs_core::{
+    stats_since, Execution, ExecutionMinute, ExecutionQuery, Job, JobCounts, JobId, JobQuery,
+    JobState, Result,
+};
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Document};
 
-use crate::decode::{date, execution_from_doc, job_from_doc, oid, readable};
+use crate::decode::{date, execution_from_doc, job_from_doc, minute_from_doc, oid, readable};
 use crate::store::MongoStore;
 
 impl MongoStore {
@@ -33,21 +37,139 @@ impl MongoStore {
         Ok(page)
     }
 
-    /// The page `query` asks for, `paused` left unset.
+    /// The page `query` asks for, `paused` left unset: filtered, ordered and paged by the
+    /// server, through the `by_name` index.
     pub(crate) async fn read_unmarked(&self, query: &JobQuery) -> Result<Vec<Job>> {
         let now = self.server_now().await?;
-        let filter = match &query.name {
-            Some(name) => doc! { "name": name },
-            None => doc! {},
+        let at = date(now);
+        let live = doc! { "state": "running", "locked_until": { "$gt": at } };
+        let mut filter = match query.state {
+            None => doc! { "$nor": [ { "state": "failed", "expires_at": { "$lte": at } } ] },
+            Some(JobState::Failed) => doc! { "state": "failed", "expires_at": { "$gt": at } },
+            Some(JobState::Running) => live,
+            Some(JobState::Pending) => doc! { "$nor": [ { "state": "failed" }, live ] },
         };
+        if let Some(name) = &query.name {
+            filter.insert("name", name);
+        }
+        let order = if query.newest_first() { -1 } else { 1 };
         let docs: Vec<Document> = self
             .timed("listing jobs", async {
-                self.inner.jobs.find(filter).await?.try_collect().await
+                self.inner
+                    .jobs
+                    .find(filter)
+                    .sort(doc! { "_id": order })
+                    .skip(u64::try_from(query.offset).unwrap_or(u64::MAX))
+                    .limit(i64::try_from(query.limit).unwrap_or(i64::MAX))
+                    .await?
+                    .try_collect()
+                    .await
             })
             .await?;
-        let jobs = readable(docs.into_iter().map(|d| job_from_doc(d, now)));
-        // ObjectIds in hex sort in creation order.
-        Ok(query.page(jobs, |id| id.clone()))
+        Ok(readable(docs.into_iter().map(|d| job_from_doc(d, now))))
+    }
+
+    /// Counts per name and state: the names from the `by_name` index, then one indexed count
+    /// per name and state.
+    pub(crate) async fn read_counts(&self) -> Result<Vec<JobCounts>> {
+        let now = self.server_now().await?;
+        let at = date(now);
+        let names = self
+            .timed(
+                "listing job names",
+                self.inner.jobs.distinct("name", doc! {}),
+            )
+            .await?;
+        let mut counts = Vec::new();
+        for name in names {
+            let Some(name) = name.as_str() else { continue };
+            let count = |filter: Document| async move {
+                self.timed("counting jobs", self.inner.jobs.count_documents(filter))
+                    .await
+            };
+            let live = count(doc! { "name": name, "state": { "$ne": "failed" } }).await?;
+            let running =
+                count(doc! { "name": name, "state": "running", "locked_until": { "$gt": at } })
+                    .await?;
+            let scheduled = count(doc! {
+                "name": name, "state": { "$in": ["scheduled", "pending"] }, "run_at": { "$gt": at }
+            })
+            .await?;
+            let failed =
+                count(doc! { "name": name, "state": "failed", "expires_at": { "$gt": at } })
+                    .await?;
+            if live + failed == 0 {
+                continue;
+            }
+            counts.push(JobCounts {
+                name: name.to_owned(),
+                pending: live.saturating_sub(running),
+                scheduled,
+                running,
+                failed,
+                paused: false,
+            });
+        }
+        counts.sort_by(|a, b| a.name.cmp(&b.name));
+        JobCounts::mark_paused(&mut counts, &self.read_settings(None).await?);
+        Ok(counts)
+    }
+
+    pub(crate) async fn read_recurrent(&self) -> Result<Vec<Job>> {
+        let now = self.server_now().await?;
+        let docs: Vec<Document> = self
+            .timed("listing recurrent jobs", async {
+                self.inner
+                    .jobs
+                    .find(doc! { "kind": "recurrent" })
+                    .sort(doc! { "name": 1 })
+                    .await?
+                    .try_collect()
+                    .await
+            })
+            .await?;
+        let mut jobs = readable(docs.into_iter().map(|d| job_from_doc(d, now)));
+        Job::mark_paused(&mut jobs, &self.read_settings(None).await?);
+        Ok(jobs)
+    }
+
+    /// Sums the window's records on the server, grouped by the minute they ended and status,
+    /// through the `by_end` index.
+    pub(crate) async fn read_stats(&self, since: DateTime<Utc>) -> Result<Vec<ExecutionMinute>> {
+        let now = self.server_now().await?;
+        let since = stats_since(since, now);
+        let pipeline = [
+            doc! { "$match": {
+                "ended_at": { "$gte": date(since) },
+                "expires_at": { "$gt": date(now) },
+            } },
+            doc! { "$group": {
+                "_id": {
+                    "minute": { "$subtract": [
+                        { "$toLong": "$ended_at" },
+                        { "$mod": [ { "$toLong": "$ended_at" }, 60_000_i64 ] },
+                    ] },
+                    "status": "$status",
+                },
+                "n": { "$sum": 1_i64 },
+                "total_ms": { "$sum": "$duration_ms" },
+                "max_ms": { "$max": "$duration_ms" },
+            } },
+            doc! { "$sort": { "_id.minute": 1, "_id.status": 1 } },
+        ];
+        let docs: Vec<Document> = self
+            .timed("summing executions", async {
+                self.inner
+                    .executions
+                    .aggregate(pipeline)
+                    .await?
+                    .try_collect()
+                    .await
+            })
+            .await?;
+        Ok(readable(
+            docs.into_iter().map(|d| minute_from_doc(&d).map(Some)),
+        ))
     }
 
     pub(crate) async fn read_executions(&self, query: &ExecutionQuery) -> Result<Vec<Execution>> {

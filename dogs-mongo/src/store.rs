@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use dogs_core::{
-    async_trait, ClaimRequest, Claimed, Completion, Error, Execution, ExecutionQuery, Finish, Job,
-    JobCounts, JobId, JobQuery, JobStore, Lease, NameSettings, NewJob, PruneReport,
-    RecurrentRegistration, Result, RetryBatch, Scheduled, WakeUpSender, WakeUps,
+    async_trait, ClaimRequest, Claimed, Completion, Error, Execution, ExecutionMinute,
+    ExecutionQuery, Finish, Job, JobCounts, JobId, JobQuery, JobStore, Lease, NameSettings, NewJob,
+    PruneReport, RecurrentRegistration, Result, RetryBatch, Scheduled, WakeUpSender, WakeUps,
 };
 use mongodb::bson::{doc, Document};
 use mongodb::options::{IndexOptions, ReadPreference, SelectionCriteria};
@@ -247,6 +247,10 @@ impl MongoStore {
                 .options(IndexOptions::builder().name("history".to_owned()).build())
                 .build(),
             IndexModel::builder()
+                .keys(doc! { "ended_at": 1 })
+                .options(IndexOptions::builder().name("by_end".to_owned()).build())
+                .build(),
+            IndexModel::builder()
                 .keys(doc! { "expires_at": 1 })
                 .options(
                     IndexOptions::builder()
@@ -426,13 +430,15 @@ impl JobStore for MongoStore {
     }
 
     async fn count_jobs(&self) -> Result<Vec<JobCounts>> {
-        let all = JobQuery {
-            limit: usize::MAX,
-            ..JobQuery::default()
-        };
-        let mut counts = JobCounts::tally(self.read_unmarked(&all).await?);
-        JobCounts::mark_paused(&mut counts, &self.read_settings(None).await?);
-        Ok(counts)
+        self.read_counts().await
+    }
+
+    async fn list_recurrent(&self) -> Result<Vec<Job>> {
+        self.read_recurrent().await
+    }
+
+    async fn execution_stats(&self, since: DateTime<Utc>) -> Result<Vec<ExecutionMinute>> {
+        self.read_stats(since).await
     }
 
     async fn retry(&self, id: &JobId) -> Result<bool> {

@@ -85,12 +85,7 @@ pub(crate) fn execution_from_row(row: &PgRow) -> Result<Execution> {
         duration: Duration::from_millis(
             u64::try_from(get::<i64>(row, "duration_ms")?).unwrap_or(0),
         ),
-        status: ExecutionStatus::parse(&status).ok_or_else(|| {
-            Error::new(
-                ErrorKind::Corrupt,
-                format!("unknown execution status '{status}'"),
-            )
-        })?,
+        status: ExecutionStatus::parse_stored(&status)?,
         error: get(row, "error")?,
         result: get(row, "result")?,
         worker_id: get(row, "worker_id")?,

@@ -23,6 +23,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "progress, name settings, capped claims",
         include_str!("migrations/004_operate.sql"),
     ),
+    (
+        5,
+        "listing by name, executions by end",
+        include_str!("migrations/005_cockpit.sql"),
+    ),
 ];
 
 /// Applies the migrations `schema` lacks, in one transaction per migration, serialised across

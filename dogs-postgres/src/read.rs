@@ -1,6 +1,10 @@
 //! Reading jobs and execution records, each with its state by the server's clock.
 
-use dogs_core::{Execution, ExecutionQuery, Job, JobCounts, JobId, JobQuery, Result};
+use chrono::{DateTime, Utc};
+use dogs_core::{
+    stats_since, Execution, ExecutionMinute, ExecutionQuery, ExecutionStatus, Job, JobCounts,
+    JobId, JobQuery, JobState, JobStore, Result,
+};
 use sqlx::postgres::PgRow;
 use sqlx::{Postgres, QueryBuilder};
 
@@ -17,6 +21,8 @@ const PAUSED: &str =
 pub(crate) struct Statements {
     get: String,
     counts: String,
+    recurrent: String,
+    stats: String,
     executions: String,
 }
 
@@ -35,10 +41,28 @@ impl Statements {
                 &format!(
                     "SELECT name,
                             count(*) FILTER (WHERE {state} = 'pending') AS pending,
+                            count(*) FILTER (WHERE {state} = 'pending' AND run_at > {{s}}.ms_now())
+                                AS scheduled,
                             count(*) FILTER (WHERE {state} = 'running') AS running,
                             count(*) FILTER (WHERE {state} = 'failed') AS failed
                      FROM {{s}}.jobs WHERE {visible} GROUP BY name ORDER BY name COLLATE \"C\""
                 ),
+                s,
+            ),
+            recurrent: fill(
+                &format!(
+                    "SELECT {JOB_COLUMNS}, {state} AS view_state, {PAUSED} FROM {{s}}.jobs
+                     WHERE kind = 'recurrent' ORDER BY name COLLATE \"C\""
+                ),
+                s,
+            ),
+            stats: fill(
+                "SELECT date_trunc('minute', ended_at) AS minute, status, count(*) AS n,
+                        coalesce(sum(duration_ms), 0)::bigint AS total_ms,
+                        coalesce(max(duration_ms), 0) AS max_ms
+                 FROM {s}.executions
+                 WHERE ended_at >= $1 AND expires_at > {s}.ms_now()
+                 GROUP BY 1, 2 ORDER BY 1, 2",
                 s,
             ),
             executions: fill(
@@ -88,29 +112,77 @@ impl PostgresStore {
 
     fn list_statement<'a>(&self, query: &'a JobQuery) -> QueryBuilder<'a, Postgres> {
         let s = &self.inner.quoted;
-        let state = fill(STATE, s);
         let mut q: QueryBuilder<'a, Postgres> = QueryBuilder::new(format!(
-            "SELECT * FROM (SELECT {JOB_COLUMNS}, {state} AS view_state, {} FROM {s}.jobs WHERE {}",
+            "SELECT {JOB_COLUMNS}, {} AS view_state, {} FROM {s}.jobs WHERE {}",
+            fill(STATE, s),
             fill(PAUSED, s),
             fill(VISIBLE, s)
         ));
         if let Some(name) = &query.name {
             q.push(" AND name = ").push_bind(name.as_str());
         }
-        q.push(") j");
-        if let Some(state) = query.state {
-            q.push(" WHERE view_state = ").push_bind(state.as_str());
+        let live = format!("(state = 'running' AND locked_until > {s}.ms_now())");
+        match query.state {
+            None => {}
+            Some(JobState::Failed) => {
+                q.push(" AND state = 'failed'");
+            }
+            Some(JobState::Running) => {
+                q.push(format!(" AND {live}"));
+            }
+            Some(JobState::Pending) => {
+                q.push(format!(" AND state <> 'failed' AND NOT {live}"));
+            }
         }
-        q.push(
-            " ORDER BY (view_state = 'failed'), \
-             CASE WHEN view_state <> 'failed' THEN priority END DESC, \
-             CASE WHEN view_state <> 'failed' THEN run_at END, \
-             CASE WHEN view_state = 'failed' THEN -id ELSE id END LIMIT ",
-        )
+        q.push(if query.newest_first() {
+            " ORDER BY id DESC LIMIT "
+        } else {
+            " ORDER BY id LIMIT "
+        })
         .push_bind(i64::try_from(query.limit).unwrap_or(i64::MAX))
         .push(" OFFSET ")
         .push_bind(i64::try_from(query.offset).unwrap_or(i64::MAX));
         q
+    }
+
+    pub(crate) async fn read_recurrent(&self) -> Result<Vec<Job>> {
+        let rows = self
+            .attempt("listing recurrent jobs", move || async move {
+                let mut conn = self.conn().await?;
+                sqlx::query(&self.inner.sql.read.recurrent)
+                    .fetch_all(&mut *conn)
+                    .await
+                    .map_err(|e| db_error("listing recurrent jobs", e))
+            })
+            .await?;
+        Ok(readable(rows, |row| job_from_row(row, view_state(row)?)))
+    }
+
+    pub(crate) async fn read_stats(&self, since: DateTime<Utc>) -> Result<Vec<ExecutionMinute>> {
+        let since = stats_since(since, JobStore::now(self).await?);
+        let rows = self
+            .attempt("summing executions", move || async move {
+                let mut conn = self.conn().await?;
+                sqlx::query(&self.inner.sql.read.stats)
+                    .bind(since)
+                    .fetch_all(&mut *conn)
+                    .await
+                    .map_err(|e| db_error("summing executions", e))
+            })
+            .await?;
+        let number = |row: &PgRow, column: &str| -> Result<u64> {
+            Ok(u64::try_from(get::<i64>(row, column)?).unwrap_or(0))
+        };
+        Ok(readable(rows, |row| {
+            let status: String = get(row, "status")?;
+            Ok(ExecutionMinute {
+                minute: get(row, "minute")?,
+                status: ExecutionStatus::parse_stored(&status)?,
+                count: number(row, "n")?,
+                total_ms: number(row, "total_ms")?,
+                max_ms: number(row, "max_ms")?,
+            })
+        }))
     }
 
     pub(crate) async fn read_counts(&self) -> Result<Vec<JobCounts>> {
@@ -132,6 +204,7 @@ impl PostgresStore {
                 Ok(JobCounts {
                     name: get(row, "name")?,
                     pending: count(row, "pending")?,
+                    scheduled: count(row, "scheduled")?,
                     running: count(row, "running")?,
                     failed: count(row, "failed")?,
                     paused: false,

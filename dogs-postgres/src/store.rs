@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use dogs_core::{
-    async_trait, ClaimRequest, Claimed, Completion, Error, Execution, ExecutionQuery, Finish, Job,
-    JobCounts, JobId, JobQuery, JobStore, Lease, NameSettings, NewJob, PruneReport,
-    RecurrentRegistration, Result, RetryBatch, Scheduled, WakeUpSender, WakeUps,
+    async_trait, ClaimRequest, Claimed, Completion, Error, Execution, ExecutionMinute,
+    ExecutionQuery, Finish, Job, JobCounts, JobId, JobQuery, JobStore, Lease, NameSettings, NewJob,
+    PruneReport, RecurrentRegistration, Result, RetryBatch, Scheduled, WakeUpSender, WakeUps,
 };
 use sqlx::postgres::PgPool;
 use sqlx::{PgConnection, Postgres};
@@ -290,6 +290,14 @@ impl JobStore for PostgresStore {
 
     async fn count_jobs(&self) -> Result<Vec<JobCounts>> {
         self.read_counts().await
+    }
+
+    async fn list_recurrent(&self) -> Result<Vec<Job>> {
+        self.read_recurrent().await
+    }
+
+    async fn execution_stats(&self, since: DateTime<Utc>) -> Result<Vec<ExecutionMinute>> {
+        self.read_stats(since).await
     }
 
     async fn executions(&self, query: &ExecutionQuery) -> Result<Vec<Execution>> {

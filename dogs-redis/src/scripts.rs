@@ -18,6 +18,8 @@ pub(crate) struct Scripts {
     pub(crate) progress: Script,
     pub(crate) retry: Script,
     pub(crate) settings: Script,
+    pub(crate) counts: Script,
+    pub(crate) list: Script,
 }
 
 fn script(body: &str) -> Script {
@@ -39,6 +41,8 @@ impl Scripts {
             progress: script(include_str!("lua/progress.lua")),
             retry: script(include_str!("lua/retry.lua")),
             settings: script(include_str!("lua/settings.lua")),
+            counts: script(include_str!("lua/counts.lua")),
+            list: script(include_str!("lua/list.lua")),
         }
     }
 }

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use dogs_core::{
-    async_trait, ClaimRequest, Claimed, Completion, Execution, ExecutionQuery, Finish, Job,
-    JobCounts, JobId, JobQuery, JobStore, Lease, NameSettings, NewJob, PruneReport,
+    async_trait, ClaimRequest, Claimed, Completion, Execution, ExecutionMinute, ExecutionQuery,
+    Finish, Job, JobCounts, JobId, JobQuery, JobStore, Lease, NameSettings, NewJob, PruneReport,
     RecurrentRegistration, Result, RetryBatch, Scheduled, WakeUpSender, WakeUps,
 };
 use redis::aio::ConnectionManager;
@@ -289,13 +289,15 @@ impl JobStore for RedisStore {
     }
 
     async fn count_jobs(&self) -> Result<Vec<JobCounts>> {
-        let all = JobQuery {
-            limit: usize::MAX,
-            ..JobQuery::default()
-        };
-        let mut counts = JobCounts::tally(self.read_unmarked(&all).await?);
-        JobCounts::mark_paused(&mut counts, &self.read_settings().await?);
-        Ok(counts)
+        self.read_counts().await
+    }
+
+    async fn list_recurrent(&self) -> Result<Vec<Job>> {
+        self.read_recurrent().await
+    }
+
+    async fn execution_stats(&self, since: DateTime<Utc>) -> Result<Vec<ExecutionMinute>> {
+        self.read_stats(since).await
     }
 
     async fn retry(&self, id: &JobId) -> Result<bool> {

@@ -94,6 +94,7 @@ pub async fn list_and_stats(ctx: TestContext) {
             JobCounts {
                 name: "alpha".into(),
                 pending: 3,
+                scheduled: 1,
                 running: 1,
                 failed: 0,
                 paused: false,
@@ -101,6 +102,7 @@ pub async fn list_and_stats(ctx: TestContext) {
             JobCounts {
                 name: "beta".into(),
                 pending: 1,
+                scheduled: 0,
                 running: 0,
                 failed: 1,
                 paused: false,

@@ -19,8 +19,12 @@
 --   P:exec:<id>         hash: one execution record (field json)
 --   P:execs:<name>      zset of the execution ids of one name, score = start (ms)
 --   P:exec_expiry       zset of execution ids, score = expiry (ms)
+--   P:names             set: every job name that has (or had) jobs
+--   P:minute:<ms>       hash: execution figures of the minute starting at <ms>: fields
+--                       <status>:n, <status>:ms (run times added up), <status>:max; expires a
+--                       day and an hour after it is written
 --   P:layout            the key layout's version (2: per-name scheduled and leases sets; 3: and
---                       per-name failed sets)
+--                       per-name failed sets; 4: and the set of names)
 --   P:wake              pub/sub channel: a job became due, or was stored for later
 local P = ARGV[1]
 local calls = 0
@@ -252,6 +256,41 @@ local function drain_legacy(limit)
   return moved
 end
 
+-- Execution figures gathered while a script runs, per minute and status, written once each by
+-- `flush_figures` (run by `flush_later`).
+local figures = {}
+local FIGURES_TTL_MS = 25 * 3600 * 1000
+
+local function add_figure(text)
+  local ended, status, ms = string.match(text or '', '^(%d+) (%a+) (%d+)$')
+  if not ended then
+    return
+  end
+  local minute = math.floor(tonumber(ended) / 60000) * 60000
+  local k = minute .. ':' .. status
+  local f = figures[k]
+  if not f then
+    f = { minute = minute, status = status, n = 0, ms = 0, max = 0 }
+    figures[k] = f
+  end
+  f.n = f.n + 1
+  f.ms = f.ms + tonumber(ms)
+  f.max = math.max(f.max, tonumber(ms))
+end
+
+local function flush_figures()
+  for _, f in pairs(figures) do
+    local k = key('minute', f.minute)
+    call('HINCRBY', k, f.status .. ':n', f.n)
+    call('HINCRBY', k, f.status .. ':ms', f.ms)
+    if f.max > (tonumber(call('HGET', k, f.status .. ':max')) or -1) then
+      call('HSET', k, f.status .. ':max', f.max)
+    end
+    call('PEXPIRE', k, FIGURES_TTL_MS)
+  end
+  figures = {}
+end
+
 -- Sorted-set writes gathered while a script runs and sent at its end with `flush_later`: one
 -- command per key however many jobs the script handles.
 local later_zrem, later_zadd = {}, {}
@@ -281,13 +320,16 @@ local function flush_later()
     end
   end
   later_zrem, later_zadd = {}, {}
+  flush_figures()
 end
 
 -- Stores an execution record once per execution id; its index entries are written by
 -- `flush_later`. The caller also prunes expired records once per script (`prune_executions`),
 -- so the records stored stay bounded by the retention.
-local function record_execution(exec_id, name, json, started, expires)
+-- `figures` is "<end (ms)> <status> <run time (ms)>", counted in the minute's figures.
+local function record_execution(exec_id, name, json, started, expires, figures_text)
   if call('HSETNX', key('exec', exec_id), 'json', json) == 1 then
+    add_figure(figures_text)
     later(later_zadd, key('execs', name), started, exec_id)
     later(later_zadd, key('exec_expiry'), expires, exec_id)
   end

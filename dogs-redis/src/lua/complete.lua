@@ -1,7 +1,7 @@
 -- Ends claimed jobs' executions, each fenced by its lease token, and stores each one's execution
--- record in the same step. ARGV: prefix, count, then per job 12 arguments: id, token,
--- completion, four completion arguments, then either five '' or an execution: id, job name,
--- JSON, start (ms), expiry (ms).
+-- record in the same step. ARGV: prefix, count, then per job 13 arguments: id, token,
+-- completion, four completion arguments, then either six '' or an execution: id, job name,
+-- JSON, start (ms), expiry (ms), figures ("<end (ms)> <status> <run time (ms)>").
 -- Completions and their arguments:
 --   remove
 --   reschedule  run_at (ms, or ''), delay (ms), priority (or ''), reset tries ('1' or '0')
@@ -90,7 +90,7 @@ local function complete_one(b, job)
     end
   end
   if ARGV[b + 7] ~= '' then
-    record_execution(ARGV[b + 7], ARGV[b + 8], ARGV[b + 9], ARGV[b + 10], ARGV[b + 11])
+    record_execution(ARGV[b + 7], ARGV[b + 8], ARGV[b + 9], ARGV[b + 10], ARGV[b + 11], ARGV[b + 12])
     recorded = recorded + 1
   end
   return 1
@@ -100,7 +100,7 @@ end
 local count = tonumber(ARGV[2])
 local checked, jobs, seen, repeated = {}, {}, {}, {}
 for i = 0, count - 1 do
-  local b = 3 + i * 12
+  local b = 3 + i * 13
   local job = load(ARGV[b])
   if seen[ARGV[b]] then
     repeated[i] = true
@@ -125,9 +125,9 @@ for i = 0, count - 1 do
   if checked[i] == 1 then
     local job = jobs[i]
     if repeated[i] then
-      job = load(ARGV[3 + i * 12])
+      job = load(ARGV[3 + i * 13])
     end
-    out[#out + 1] = complete_one(3 + i * 12, job)
+    out[#out + 1] = complete_one(3 + i * 13, job)
   else
     out[#out + 1] = checked[i]
   end

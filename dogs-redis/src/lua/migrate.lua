@@ -4,6 +4,7 @@
 -- per name, so a claim promotes and reclaims only its own names and finds its next due job in
 -- one read per name. Claims also drain what processes of the earlier layout still write.
 -- Layout 3 adds a set of failed jobs per name, filled here from every job, in id order.
+-- Layout 4 adds the set of job names, filled here from every job, in id order.
 local moved = drain_legacy(1000)
 if moved > 0 then
   return moved
@@ -28,5 +29,24 @@ if layout < 3 then
   end
   call('DEL', key('layout3_from'))
 end
-call('SET', key('layout'), '3')
+if layout < 4 then
+  local from = call('GET', key('layout4_from'))
+  local start = '-inf'
+  if from then
+    start = '(' .. from
+  end
+  local ids = call('ZRANGEBYSCORE', key('jobs'), start, '+inf', 'LIMIT', 0, 1000)
+  for _, id in ipairs(ids) do
+    local name = call('HGET', key('job', id), 'name')
+    if name then
+      call('SADD', key('names'), name)
+    end
+  end
+  if #ids > 0 then
+    call('SET', key('layout4_from'), ids[#ids])
+    return #ids
+  end
+  call('DEL', key('layout4_from'))
+end
+call('SET', key('layout'), '4')
 return 0

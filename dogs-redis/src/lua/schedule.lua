@@ -8,6 +8,7 @@ local now = now_ms()
 local count = tonumber(ARGV[2])
 local out = {}
 local due = false
+local names = {}
 for i = 0, count - 1 do
   local b = 3 + i * 8
   local name, uid = ARGV[b], ARGV[b + 5]
@@ -67,6 +68,7 @@ for i = 0, count - 1 do
     put(id, job)
     call('ZADD', key('jobs'), id, id)
     call('ZADD', key('byname', name), id, id)
+    names[name] = true
     if index(id, job) then
       due = true
     end
@@ -76,5 +78,8 @@ for i = 0, count - 1 do
 end
 if due then
   wake()
+end
+for name in pairs(names) do
+  call('SADD', key('names'), name)
 end
 return out
