@@ -1,0 +1,3 @@
+//! The dogs command line.
+
+fn main() {}

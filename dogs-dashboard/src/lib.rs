@@ -1,0 +1,1 @@
+//! A web dashboard for dogs job stores.
