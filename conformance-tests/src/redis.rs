@@ -85,6 +85,9 @@ pub mod specific {
             case("redis_batch_checks_before_writing", |c, u| {
                 Box::pin(batch_checks_before_writing(c, u))
             }),
+            case("redis_names_filled_from_older_layout", |c, u| {
+                Box::pin(names_filled_from_older_layout(c, u))
+            }),
         ]
     }
 
@@ -95,6 +98,43 @@ pub mod specific {
             .connect()
             .await
             .unwrap()
+    }
+
+    /// Jobs stored by a version that kept no set of names (layout 3) are counted once a store
+    /// of this version has connected: the set is filled from every job at connect.
+    pub async fn names_filled_from_older_layout(ctx: TestContext, url: String) {
+        let store = open(&ctx, &url).await;
+        let jobs = (0..2500)
+            .map(|i| NewJob::new(if i % 2 == 0 { "even" } else { "odd" }, json!(i)))
+            .collect();
+        for outcome in store.schedule_many(jobs).await.unwrap() {
+            outcome.unwrap();
+        }
+        let mut conn = redis::Client::open(url.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let _: () = redis::pipe()
+            .del(store.key_prefix().to_owned() + ":names")
+            .set(store.key_prefix().to_owned() + ":layout", 3)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(store.count_jobs().await.unwrap().is_empty());
+        let reopened = open(&ctx, &url).await;
+        let counts = reopened.count_jobs().await.unwrap();
+        let names: Vec<(&str, u64)> = counts
+            .iter()
+            .map(|c| (c.name.as_str(), c.pending))
+            .collect();
+        assert_eq!(names, vec![("even", 1250), ("odd", 1250)]);
+        let layout: i64 = redis::cmd("GET")
+            .arg(store.key_prefix().to_owned() + ":layout")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(layout, 4);
     }
 
     /// Schedules `due` jobs due now and claims 5, returning the claim's command count.

@@ -2,14 +2,15 @@
 //!
 //! ```text
 //! dogs-bench <scenario> <backend> [--runs N] [--jobs N] [--history on|off] [--prefetch N] [--auto-extend on|off] [--json FILE]
-//!   scenario: enqueue | drain | latency | depth | recurrent | history | overhead
+//!   scenario: enqueue | drain | latency | depth | recurrent | history | overhead | overview
 //!   backend:  memory | postgres | redis | mongo
 //! ```
 //!
 //! `--history off` drains jobs that keep no execution record (`save_executions_for` zero);
 //! `--prefetch N` sets `WorkerOptions::prefetch` of the drains, `--auto-extend` their
 //! `auto_extend`. `overhead` drains in alternated rounds with renewal and a Prometheus recorder
-//! off, then on.
+//! off, then on. `overview` times a dashboard's reads with few and with `--stored N` (1,000,000)
+//! future jobs stored, and drains beside a dashboard refreshing every 2 s.
 //!
 //! Servers come from `DOGS_POSTGRES_URL`, `DOGS_REDIS_URL` and `DOGS_MONGO_URL` (defaults: the
 //! local servers `scripts/test` uses). Each run uses a fresh namespace, removed afterwards. Every
@@ -29,6 +30,7 @@ const ALLOCATOR: &str = if cfg!(feature = "mimalloc") {
 };
 
 mod backend;
+mod cockpit;
 mod history;
 mod measure;
 mod overhead;
@@ -53,6 +55,8 @@ pub struct Settings {
     prefetch: Option<usize>,
     /// `WorkerOptions::auto_extend` of the drains (default: the library's).
     auto_extend: Option<bool>,
+    /// Future jobs stored before the overview scenario's second measure.
+    stored: usize,
     json: Option<String>,
 }
 
@@ -69,6 +73,7 @@ fn parse_args() -> Result<Settings, String> {
         records: 10_000_000,
         prefetch: None,
         auto_extend: None,
+        stored: 1_000_000,
         json: None,
     };
     while let Some(flag) = args.next() {
@@ -80,6 +85,7 @@ fn parse_args() -> Result<Settings, String> {
                 settings.records = value.parse().map_err(|_| "--records takes a number")?
             }
             "--json" => settings.json = Some(value),
+            "--stored" => settings.stored = value.parse().map_err(|_| "--stored takes a number")?,
             "--prefetch" => {
                 settings.prefetch = Some(value.parse().map_err(|_| "--prefetch takes a number")?)
             }
@@ -106,7 +112,7 @@ fn parse_args() -> Result<Settings, String> {
     Ok(settings)
 }
 
-const USAGE: &str = "usage: dogs-bench <enqueue|drain|latency|depth|recurrent|history|overhead> <memory|postgres|redis|mongo> [--runs N] [--jobs N] [--records N] [--history on|off] [--prefetch N] [--auto-extend on|off] [--json FILE]";
+const USAGE: &str = "usage: dogs-bench <enqueue|drain|latency|depth|recurrent|history|overhead|overview> <memory|postgres|redis|mongo> [--runs N] [--jobs N] [--records N] [--stored N] [--history on|off] [--prefetch N] [--auto-extend on|off] [--json FILE]";
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {

@@ -24,6 +24,7 @@ pub async fn run(settings: &Settings, backend: &Backend) -> Outcome<Vec<Figure>>
         "recurrent" => recurrent(settings, backend).await,
         "history" => crate::history::run(settings, backend).await,
         "overhead" => crate::overhead::run(settings, backend).await,
+        "overview" => crate::cockpit::run(settings, backend).await,
         other => Err(format!("unknown scenario {other}").into()),
     }
 }
@@ -96,7 +97,7 @@ async fn enqueue(settings: &Settings, backend: &Backend) -> Outcome<Vec<Figure>>
 }
 
 /// Fills the store with 1,000,000 future jobs and 100,000 failed jobs (the depth scenario).
-async fn fill_depth(store: &dyn JobStore, future: usize, failed: usize) -> Outcome<()> {
+pub(crate) async fn fill_depth(store: &dyn JobStore, future: usize, failed: usize) -> Outcome<()> {
     bulk(
         store,
         noop_jobs(future, "noop", |i| {

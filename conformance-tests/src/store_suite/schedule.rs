@@ -267,7 +267,11 @@ pub async fn bulk_schedule(ctx: TestContext) {
     assert_eq!(store.get_job(&other).await.unwrap().unwrap().priority, 3);
 }
 
-fn registration(name: &str, key: &str, next: chrono::DateTime<Utc>) -> RecurrentRegistration {
+pub(crate) fn registration(
+    name: &str,
+    key: &str,
+    next: chrono::DateTime<Utc>,
+) -> RecurrentRegistration {
     RecurrentRegistration {
         name: name.into(),
         schedule_key: key.into(),
