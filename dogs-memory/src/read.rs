@@ -39,22 +39,26 @@ impl State {
             .filter(move |r| !(r.slot == Slot::Failed && r.expires_at.is_some_and(|at| at <= now)))
     }
 
+    /// Walks the jobs in scheduling order (or newest first) and stops at the end of the page.
     pub(crate) fn list_jobs(&self, query: &JobQuery, now: DateTime<Utc>) -> Vec<Job> {
-        let mut records: Vec<&Record> = self
-            .visible(now)
-            .filter(|r| query.name.as_ref().is_none_or(|n| &r.name == n))
-            .filter(|r| query.state.is_none_or(|s| r.state(now) == s))
-            .collect();
-        records.sort_by_key(|r| r.seq);
+        let wanted = |r: &&Record| {
+            !(r.slot == Slot::Failed && r.expires_at.is_some_and(|at| at <= now))
+                && query.name.as_ref().is_none_or(|n| &r.name == n)
+                && query.state.is_none_or(|s| r.state(now) == s)
+        };
+        let page = |records: &mut dyn Iterator<Item = &Record>| -> Vec<Job> {
+            records
+                .filter(wanted)
+                .skip(query.offset)
+                .take(query.limit)
+                .map(|r| self.view(r, now))
+                .collect()
+        };
         if query.newest_first() {
-            records.reverse();
+            page(&mut self.jobs.values().rev())
+        } else {
+            page(&mut self.jobs.values())
         }
-        records
-            .into_iter()
-            .skip(query.offset)
-            .take(query.limit)
-            .map(|r| self.view(r, now))
-            .collect()
     }
 
     /// A record as read, with its name's pause.
