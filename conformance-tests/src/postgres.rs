@@ -237,7 +237,7 @@ pub mod specific {
                 .fetch_all(&mut *conn)
                 .await
                 .unwrap();
-        assert_eq!(versions, vec![1, 2, 3, 4]);
+        assert_eq!(versions, vec![1, 2, 3, 4, 5]);
         let store = open(&ctx, &url).await;
         store.migrate().await.unwrap();
         schedule_new(&store, NewJob::new("after", json!({}))).await;
