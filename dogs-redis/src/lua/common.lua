@@ -278,15 +278,21 @@ local function add_figure(text)
   f.max = math.max(f.max, tonumber(ms))
 end
 
+-- With `redis.pcall`: figures are never a reason for a script that has written its outcomes to
+-- fail.
 local function flush_figures()
+  local MAX = 9007199254740991
   for _, f in pairs(figures) do
-    local k = key('minute', f.minute)
-    call('HINCRBY', k, f.status .. ':n', f.n)
-    call('HINCRBY', k, f.status .. ':ms', f.ms)
-    if f.max > (tonumber(call('HGET', k, f.status .. ':max')) or -1) then
-      call('HSET', k, f.status .. ':max', f.max)
+    local k = key('minute', string.format('%d', f.minute))
+    local n, ms, max = math.min(f.n, MAX), math.min(f.ms, MAX), math.min(f.max, MAX)
+    calls = calls + 4
+    redis.pcall('HINCRBY', k, f.status .. ':n', string.format('%d', n))
+    redis.pcall('HINCRBY', k, f.status .. ':ms', string.format('%d', ms))
+    local stored = redis.pcall('HGET', k, f.status .. ':max')
+    if type(stored) ~= 'string' or max > (tonumber(stored) or -1) then
+      redis.pcall('HSET', k, f.status .. ':max', string.format('%d', max))
     end
-    call('PEXPIRE', k, FIGURES_TTL_MS)
+    redis.pcall('PEXPIRE', k, FIGURES_TTL_MS)
   end
   figures = {}
 end
