@@ -205,15 +205,16 @@ pub trait JobStore: Send + Sync + 'static {
     ///   and no event job (recurrent-listed).
     async fn list_recurrent(&self) -> Result<Vec<Job>>;
 
-    /// Execution records that ended at or after `since`, summed per minute and status, in order
-    /// of minute then status: the figures of a chart of executions per minute and run time.
+    /// Execution records that ended in `since`'s minute or later, summed per minute and status,
+    /// in order of minute then status: the figures of a chart of executions per minute and run
+    /// time.
     ///
     /// Reads at most [`STATS_WINDOW`](crate::STATS_WINDOW) back (an older `since` is cut), and
     /// only what the store keeps: with `save_executions_for` zero there are no records to sum.
     ///
     /// # Behavior
     /// - Each recorded execution is counted once, in the minute it ended, with its run time;
-    ///   records of before `since` are left out (execution-stats).
+    ///   records of minutes before `since`'s are left out (execution-stats).
     async fn execution_stats(&self, since: DateTime<Utc>) -> Result<Vec<ExecutionMinute>>;
 
     /// Reads execution records of one job name, newest first.

@@ -70,8 +70,7 @@ impl State {
 
     pub(crate) fn list_recurrent(&self, now: DateTime<Utc>) -> Vec<Job> {
         let mut jobs: Vec<Job> = self
-            .jobs
-            .values()
+            .visible(now)
             .filter(|r| r.kind == JobKind::Recurrent)
             .map(|r| self.view(r, now))
             .collect();

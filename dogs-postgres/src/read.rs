@@ -52,7 +52,7 @@ impl Statements {
             recurrent: fill(
                 &format!(
                     "SELECT {JOB_COLUMNS}, {state} AS view_state, {PAUSED} FROM {{s}}.jobs
-                     WHERE kind = 'recurrent' ORDER BY name COLLATE \"C\""
+                     WHERE kind = 'recurrent' AND {visible} ORDER BY name COLLATE \"C\""
                 ),
                 s,
             ),

@@ -237,6 +237,29 @@ pub async fn list_paged(ctx: TestContext) {
             },
         ]
     );
+    // A running job that is cancelled is failed, and no longer running.
+    let cancelled = claim_one(&*store, "alpha", LEASE).await;
+    assert_eq!(cancelled.job.id, alpha[3]);
+    assert!(store.cancel(&cancelled.job.id).await.unwrap());
+    assert_eq!(
+        list(JobQuery::name("alpha").state(JobState::Running).limit(1)).await,
+        vec![alpha[1].clone()],
+        "a cancelled job is not running"
+    );
+    assert_eq!(
+        list(JobQuery::default().state(JobState::Running)).await,
+        vec![alpha[1].clone()],
+    );
+    let alpha_counts = store.count_jobs().await.unwrap().remove(0);
+    assert_eq!(
+        (
+            alpha_counts.pending,
+            alpha_counts.running,
+            alpha_counts.failed
+        ),
+        (3, 1, 3),
+        "a cancelled job is counted once, as failed"
+    );
     // A name whose jobs are all gone is no longer counted.
     store.cancel(&failed_beta.job.id).await.unwrap();
     store.resume("beta").await.unwrap();
@@ -281,6 +304,30 @@ pub async fn recurrent_listed(ctx: TestContext) {
         "a new recurrent job is due at once"
     );
     assert_eq!(listed[1].state, JobState::Pending);
+    // A recurrent job failed for good is listed until its retention ends.
+    let claimed = claim_one(&*store, "cleanup", LEASE).await;
+    store
+        .complete(
+            &claimed.lease,
+            Completion::Fail {
+                error: "gone".into(),
+                retain_for: Duration::from_millis(300),
+            },
+        )
+        .await
+        .unwrap();
+    let listed = store.list_recurrent().await.unwrap();
+    assert_eq!(listed[0].state, JobState::Failed);
+    wait_past(
+        &*store,
+        store_now(&*store).await + chrono::Duration::milliseconds(400),
+    )
+    .await;
+    assert_eq!(
+        ids(&store.list_recurrent().await.unwrap()),
+        vec![listed[1].id.clone()],
+        "a failed recurrent job past its retention is not listed"
+    );
 }
 
 /// execution-stats: recorded executions summed per minute and status, each counted once, with
@@ -340,4 +387,20 @@ pub async fn execution_stats(ctx: TestContext) {
     assert_eq!(stats[1].mean_ms(), 200);
     let recent = store.execution_stats(next).await.unwrap();
     assert_eq!(recent.len(), 2, "only the minutes from `since`: {recent:?}");
+
+    // An execution saved with its job's outcome counts too.
+    schedule_new(&*store, NewJob::new("mail", json!("x"))).await;
+    let claimed = claim_one(&*store, "mail", LEASE).await;
+    let mut record = at(90, 40, ExecutionStatus::Success, "e7");
+    record.job_id = claimed.job.id.clone();
+    store
+        .finish(&claimed.lease, Completion::Remove, Some(&record))
+        .await
+        .unwrap();
+    let recent = store.execution_stats(next).await.unwrap();
+    assert_eq!(
+        recent[1],
+        figure(next, ExecutionStatus::Success, 2, 50, 40),
+        "{recent:?}"
+    );
 }

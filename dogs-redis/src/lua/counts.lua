@@ -21,11 +21,22 @@ for _, name in ipairs(names) do
   else
     local scheduled = call('ZCARD', key('scheduled', name))
     local ahead = call('ZCOUNT', key('scheduled', name), '(' .. now, '+inf')
-    local leases = call('ZCARD', key('leases', name))
-    local running = call('ZCOUNT', key('leases', name), '(' .. now, '+inf')
+    -- Leases are as many as the jobs that ran lately (not the backlog); a cancelled job keeps
+    -- its entry, failed, until a claim drops it, and counts only as failed.
+    local running, lapsed = 0, 0
+    local leases = call('ZRANGE', key('leases', name), 0, -1, 'WITHSCORES')
+    for i = 1, #leases, 2 do
+      if call('HGET', key('job', leases[i]), 'state') == 'running' then
+        if tonumber(leases[i + 1]) > now then
+          running = running + 1
+        else
+          lapsed = lapsed + 1
+        end
+      end
+    end
     local ready = call('ZCARD', key('ready', name))
     local failed = call('ZCARD', key('failedby', name)) - (expired[name] or 0)
-    local pending = ready + scheduled + leases - running
+    local pending = ready + scheduled + lapsed
     if pending + running + math.max(failed, 0) > 0 then
       out[#out + 1] = name
       out[#out + 1] = pending

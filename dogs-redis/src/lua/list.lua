@@ -1,8 +1,8 @@
 -- Finds one page of jobs in listing order: scheduling order, or newest first for failed jobs.
 -- ARGV: prefix, name ('' for every name), state ('' for any, 'pending', 'running', 'failed'),
 -- offset, limit. Returns the server's time (ms), then the page's ids.
--- Running jobs come from the name's leases (as many as run at once); failed jobs of a name
--- from its failed set; every other page walks the name's (or every) job ids in order, reading
+-- Running jobs come from the names' leases (as many as ran lately); failed jobs from the
+-- names' failed sets; every other page walks the name's (or every) job ids in order, reading
 -- three fields of each, and so costs the offset plus the page plus the jobs of other states
 -- among them, never the jobs after the page.
 local now = now_ms()
@@ -30,9 +30,51 @@ local function state_of(id)
   return 'pending'
 end
 
-if state == 'running' and name ~= '' then
-  local ids = call('ZRANGEBYSCORE', key('leases', name), '(' .. now, '+inf')
-  table.sort(ids, function(a, b) return tonumber(a) < tonumber(b) end)
+local function by_id(a, b)
+  return tonumber(a) < tonumber(b)
+end
+local names = { name }
+if name == '' then
+  names = call('SMEMBERS', key('names'))
+end
+
+-- Running jobs: the live leases of the names (a cancelled job keeps its entry, failed).
+if state == 'running' then
+  local ids = {}
+  for _, n in ipairs(names) do
+    for _, id in ipairs(call('ZRANGEBYSCORE', key('leases', n), '(' .. now, '+inf')) do
+      if call('HGET', key('job', id), 'state') == 'running' then
+        ids[#ids + 1] = id
+      end
+    end
+  end
+  table.sort(ids, by_id)
+  for i = offset + 1, math.min(#ids, offset + limit) do
+    out[#out + 1] = ids[i]
+  end
+  return out
+end
+
+-- Failed jobs of every name: the newest offset + limit of each name's failed set, merged.
+if state == 'failed' and name == '' then
+  local ids = {}
+  for _, n in ipairs(names) do
+    local rank, kept = 0, 0
+    while kept < offset + limit do
+      local chunk = call('ZRANGE', key('failedby', n), rank, rank + 499, 'REV')
+      if #chunk == 0 then
+        break
+      end
+      rank = rank + #chunk
+      for _, id in ipairs(chunk) do
+        if kept < offset + limit and state_of(id) == 'failed' then
+          ids[#ids + 1] = id
+          kept = kept + 1
+        end
+      end
+    end
+  end
+  table.sort(ids, function(a, b) return tonumber(a) > tonumber(b) end)
   for i = offset + 1, math.min(#ids, offset + limit) do
     out[#out + 1] = ids[i]
   end

@@ -28,6 +28,7 @@ if layout < 3 then
     return #ids
   end
   call('DEL', key('layout3_from'))
+  call('SET', key('layout'), '3')
 end
 if layout < 4 then
   local from = call('GET', key('layout4_from'))
