@@ -1,3 +1,5 @@
-//! The dogs command line.
+//! The dogs command line: see [`dogs_cli`].
 
-fn main() {}
+fn main() -> std::process::ExitCode {
+    dogs_cli::main()
+}

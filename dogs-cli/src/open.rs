@@ -1,0 +1,344 @@
+//! Opening a store from its URL: the scheme picks the store, the namespace its schema, key
+//! prefix or database.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dogs_core::{redact_url, Error, ErrorKind, JobStore, Result};
+use dogs_mongo::MongoStore;
+use dogs_postgres::PostgresStore;
+use dogs_redis::RedisStore;
+use serde::Serialize;
+
+/// The stores a URL can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreKind {
+    /// `postgres://` or `postgresql://`: [`PostgresStore`]; the namespace is its schema.
+    Postgres,
+    /// `redis://` or `rediss://`: [`RedisStore`]; the namespace is its key prefix.
+    Redis,
+    /// `mongodb://` or `mongodb+srv://`: [`MongoStore`]; the namespace is its database.
+    Mongo,
+}
+
+impl StoreKind {
+    /// The store `url` names by its scheme. Text that is not a URL, or a scheme of no store
+    /// `dogs` knows, is a `Config` error that shows the URL without its password.
+    pub fn of_url(url: &str) -> Result<StoreKind> {
+        let Some((scheme, _)) = url.split_once("://") else {
+            return Err(Error::config(
+                "the store address is not a URL: give one such as postgres://user@host/db, redis://host:6379 or mongodb://host:27017/db",
+            ));
+        };
+        match scheme.to_ascii_lowercase().as_str() {
+            "postgres" | "postgresql" => Ok(StoreKind::Postgres),
+            "redis" | "rediss" => Ok(StoreKind::Redis),
+            "mongodb" | "mongodb+srv" => Ok(StoreKind::Mongo),
+            _ => Err(Error::config(format!(
+                "the store address {} names no store dogs knows: its scheme must be postgres://, postgresql://, redis://, rediss://, mongodb:// or mongodb+srv://",
+                redact_url(url)
+            ))),
+        }
+    }
+
+    /// `PostgreSQL`, `Redis` or `MongoDB`.
+    pub fn display_name(self) -> &'static str {
+        match self {
+            StoreKind::Postgres => "PostgreSQL",
+            StoreKind::Redis => "Redis",
+            StoreKind::Mongo => "MongoDB",
+        }
+    }
+
+    /// What the namespace is in this store: `schema`, `key prefix` or `database`.
+    pub fn namespace_word(self) -> &'static str {
+        match self {
+            StoreKind::Postgres => "schema",
+            StoreKind::Redis => "key prefix",
+            StoreKind::Mongo => "database",
+        }
+    }
+}
+
+/// How [`open_store_with`] connects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenOptions {
+    /// How long to wait for the server to be found and to answer a connection (default 10 s).
+    pub timeout: Duration,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Opens the store `url` names, in `namespace` (the PostgreSQL schema, the Redis key prefix or
+/// the MongoDB database; `None` for the store's default, which for MongoDB is the URL's
+/// database, else `dogs`).
+///
+/// Never creates a PostgreSQL schema nor applies migrations: a schema without dogs' tables is a
+/// `Config` error that says to run `dogs migrate` ([`migrate_store`]). Redis and MongoDB stores
+/// do at every connection what they need (Redis moves keys of earlier versions to the current
+/// layout, MongoDB creates its indexes).
+///
+/// An unknown scheme or a URL that does not parse is `Config`, a server that cannot be reached
+/// `Unavailable`; every message names the store's address without its password.
+pub async fn open_store(url: &str, namespace: Option<&str>) -> Result<Arc<dyn JobStore>> {
+    open_store_with(url, namespace, OpenOptions::default()).await
+}
+
+/// [`open_store`] with [`OpenOptions`].
+pub async fn open_store_with(
+    url: &str,
+    namespace: Option<&str>,
+    options: OpenOptions,
+) -> Result<Arc<dyn JobStore>> {
+    Ok(match StoreKind::of_url(url)? {
+        StoreKind::Postgres => {
+            let store = connect_postgres(url, namespace, options).await?;
+            check_migrated(&store, url).await?;
+            Arc::new(store)
+        }
+        StoreKind::Redis => Arc::new(connect_redis(url, namespace, options).await?),
+        StoreKind::Mongo => Arc::new(connect_mongo(url, namespace, options).await?),
+    })
+}
+
+/// What [`migrate_store`] did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Migrated {
+    /// The store.
+    pub store: StoreKind,
+    /// Its schema, key prefix or database.
+    pub namespace: String,
+    /// What was done, for people.
+    pub message: String,
+}
+
+/// Brings the store's layout up to date: on PostgreSQL, creates the schema and applies the
+/// migrations it lacks (idempotent, safe while workers run); Redis and MongoDB have no schema,
+/// and connecting does what they need (Redis moves keys of earlier versions to the current
+/// layout, MongoDB creates its indexes).
+pub async fn migrate_store(
+    url: &str,
+    namespace: Option<&str>,
+    options: OpenOptions,
+) -> Result<Migrated> {
+    let kind = StoreKind::of_url(url)?;
+    let (namespace, message) = match kind {
+        StoreKind::Postgres => {
+            let store = connect_postgres(url, namespace, options).await?;
+            store.migrate().await?;
+            let schema = store.schema().to_owned();
+            let message = format!("PostgreSQL schema '{schema}': every migration is applied");
+            (schema, message)
+        }
+        StoreKind::Redis => {
+            connect_redis(url, namespace, options).await?;
+            let prefix = namespace.unwrap_or(dogs_redis::DEFAULT_PREFIX).to_owned();
+            let message = format!(
+                "Redis has no schema to migrate: the keys of prefix '{prefix}' are in the current layout"
+            );
+            (prefix, message)
+        }
+        StoreKind::Mongo => {
+            let store = connect_mongo(url, namespace, options).await?;
+            let database = store.database().name().to_owned();
+            let message = format!(
+                "MongoDB has no schema to migrate: the indexes of database '{database}' are in place"
+            );
+            (database, message)
+        }
+    };
+    Ok(Migrated {
+        store: kind,
+        namespace,
+        message,
+    })
+}
+
+async fn connect_postgres(
+    url: &str,
+    namespace: Option<&str>,
+    options: OpenOptions,
+) -> Result<PostgresStore> {
+    PostgresStore::builder()
+        .url(url)
+        .schema(namespace.unwrap_or(dogs_postgres::DEFAULT_SCHEMA))
+        .max_connections(4)
+        .acquire_timeout(options.timeout)
+        .migrate_on_connect(false)
+        .connect()
+        .await
+}
+
+async fn connect_redis(
+    url: &str,
+    namespace: Option<&str>,
+    options: OpenOptions,
+) -> Result<RedisStore> {
+    RedisStore::builder()
+        .url(url)
+        .prefix(namespace.unwrap_or(dogs_redis::DEFAULT_PREFIX))
+        .response_timeout(options.timeout)
+        .connect()
+        .await
+}
+
+async fn connect_mongo(
+    url: &str,
+    namespace: Option<&str>,
+    options: OpenOptions,
+) -> Result<MongoStore> {
+    let mut builder = MongoStore::builder().url(url).timeout(options.timeout);
+    if let Some(database) = namespace {
+        builder = builder.database(database);
+    }
+    builder.connect().await
+}
+
+/// Refuses a PostgreSQL schema that `migrate` never ran on.
+async fn check_migrated(store: &PostgresStore, url: &str) -> Result<()> {
+    let schema = store.schema();
+    let migrated: bool = dogs_postgres::sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+        .bind(format!("\"{schema}\".migrations"))
+        .fetch_one(store.pool())
+        .await
+        .map_err(|e| {
+            Error::unavailable(format!(
+                "PostgreSQL at {}: reading whether schema '{schema}' is migrated failed",
+                redact_url(url)
+            ))
+            .with_source(e)
+        })?;
+    if migrated {
+        Ok(())
+    } else {
+        Err(Error::config(format!(
+            "PostgreSQL at {}: schema '{schema}' has no dogs tables; run `dogs migrate` with the same --store and --namespace to create them",
+            redact_url(url)
+        )))
+    }
+}
+
+/// The advice for a PostgreSQL error that comes from a schema of an earlier version: a table,
+/// column or function it lacks.
+pub(crate) fn postgres_hint(error: &Error) -> Option<&'static str> {
+    if error.kind() != ErrorKind::Backend {
+        return None;
+    }
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if let Some(dogs_postgres::sqlx::Error::Database(db)) =
+            cause.downcast_ref::<dogs_postgres::sqlx::Error>()
+        {
+            // undefined_table, undefined_function, undefined_column, invalid_schema_name
+            return matches!(
+                db.code().as_deref(),
+                Some("42P01" | "42883" | "42703" | "3F000")
+            )
+            .then_some("the schema lacks tables of this version of dogs: run `dogs migrate`");
+        }
+        source = cause.source();
+    }
+    None
+}
+
+/// The secrets `url` may carry (its password, and parameters such as `password=`), as written
+/// and percent-decoded: hidden from every message `dogs` prints, whatever the store's errors
+/// say. Text that is not a URL is a secret whole.
+pub fn url_secrets(url: &str) -> Vec<String> {
+    let Some((_, rest)) = url.split_once("://") else {
+        return vec![url.to_owned()];
+    };
+    let mut secrets = Vec::new();
+    if let Some((_, password)) = rest.rfind('@').and_then(|at| rest[..at].split_once(':')) {
+        secrets.push(password.to_owned());
+    }
+    if let Some((_, query)) = rest.split_once('?') {
+        for (key, value) in query.split('&').filter_map(|pair| pair.split_once('=')) {
+            let key = key.to_ascii_lowercase();
+            if ["password", "secret", "token", "authmechanismproperties"]
+                .iter()
+                .any(|marker| key.contains(marker))
+            {
+                secrets.push(value.to_owned());
+            }
+        }
+    }
+    let decoded: Vec<String> = secrets.iter().map(|s| percent_decode(s)).collect();
+    secrets.extend(decoded);
+    secrets.retain(|s| !s.is_empty());
+    // Longest first, so a secret that holds another one is hidden whole.
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    secrets.dedup();
+    secrets
+}
+
+/// `text` with its `%XX` escapes decoded (an escape that is not one is kept as written).
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escape = (bytes[i] == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escape {
+            Some(byte) => {
+                decoded.push(byte);
+                i += 3;
+            }
+            None => {
+                decoded.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&decoded).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_scheme_picks_the_store() {
+        let kind = |url: &str| StoreKind::of_url(url).map_err(|e| e.kind());
+        assert_eq!(kind("postgres://db/app"), Ok(StoreKind::Postgres));
+        assert_eq!(kind("PostgreSQL://db/app"), Ok(StoreKind::Postgres));
+        assert_eq!(kind("redis://cache"), Ok(StoreKind::Redis));
+        assert_eq!(kind("rediss://cache"), Ok(StoreKind::Redis));
+        assert_eq!(kind("mongodb://db"), Ok(StoreKind::Mongo));
+        assert_eq!(kind("mongodb+srv://db"), Ok(StoreKind::Mongo));
+        assert_eq!(kind("mysql://db"), Err(ErrorKind::Config));
+        assert_eq!(kind("db.internal"), Err(ErrorKind::Config));
+    }
+
+    #[test]
+    fn an_unknown_scheme_is_named_without_the_password() {
+        let Err(error) = StoreKind::of_url("mysql://app:hunter2@db/app") else {
+            panic!("mysql:// was taken");
+        };
+        let shown = error.to_string();
+        assert!(shown.contains("mysql://app:***@db/app"), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+
+    #[test]
+    fn secrets_are_found_as_written_and_decoded() {
+        let secrets = url_secrets("postgres://user:s3cr%40t@127.0.0.1:1/db?sslpassword=k%2Fey");
+        for expected in ["s3cr%40t", "s3cr@t", "k%2Fey", "k/ey"] {
+            assert!(secrets.iter().any(|s| s == expected), "{secrets:?}");
+        }
+        assert!(url_secrets("redis://cache:6379").is_empty());
+        assert_eq!(url_secrets("not a url"), vec!["not a url".to_owned()]);
+        assert_eq!(percent_decode("50%off%"), "50%off%");
+    }
+}
