@@ -110,34 +110,11 @@ impl From<StateArg> for JobState {
     }
 }
 
-/// An execution status to list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum StatusArg {
-    /// The handler returned a result.
-    Success,
-    /// The handler returned an error; the job runs again.
-    Error,
-    /// The execution outlived its lease.
-    Stale,
-    /// The execution failed and the job was failed for good.
-    Failed,
-    /// Stopped by a shutdown or a cancel.
-    Cancelled,
-    /// The handler asked to run again later.
-    Snoozed,
-}
-
-impl From<StatusArg> for ExecutionStatus {
-    fn from(status: StatusArg) -> Self {
-        match status {
-            StatusArg::Success => ExecutionStatus::Success,
-            StatusArg::Error => ExecutionStatus::Error,
-            StatusArg::Stale => ExecutionStatus::Stale,
-            StatusArg::Failed => ExecutionStatus::Failed,
-            StatusArg::Cancelled => ExecutionStatus::Cancelled,
-            StatusArg::Snoozed => ExecutionStatus::Snoozed,
-        }
-    }
+/// Reads an execution status to list, as the store writes it.
+fn execution_status(text: &str) -> Result<ExecutionStatus, String> {
+    ExecutionStatus::parse(text).ok_or_else(|| {
+        "one of success, error, stale, failed, cancelled or snoozed was expected".to_owned()
+    })
 }
 
 /// `dogs jobs`.
@@ -171,9 +148,9 @@ pub struct JobArgs {
 pub struct ExecutionsArgs {
     /// The job name.
     pub name: String,
-    /// Only executions that ended so.
-    #[arg(long, value_enum, value_name = "S")]
-    pub status: Option<StatusArg>,
+    /// Only executions that ended so: success, error, stale, failed, cancelled or snoozed.
+    #[arg(long, value_name = "S", value_parser = execution_status)]
+    pub status: Option<ExecutionStatus>,
     /// At most this many.
     #[arg(long, default_value_t = 50, value_name = "L",
           value_parser = clap::value_parser!(u64).range(1..=10_000))]

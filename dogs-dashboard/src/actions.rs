@@ -2,10 +2,12 @@
 //! or remove, retry every failed job of a name, pause and resume. Each answers with a redirect
 //! (303) back to the page it came from, which shows what it did once.
 
+use std::sync::Arc;
+
 use axum::extract::Form;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
-use dogs_core::JobId;
+use dogs_core::{JobId, JobStore};
 
 use crate::auth::{self, same_secret};
 use crate::view::{clip, Ctx};
@@ -142,15 +144,28 @@ where
     )
 }
 
-/// `POST /actions/retry` with `id`s: failed jobs run again, pending ones run now.
-pub(crate) async fn retry(ctx: Ctx, Form(fields): Form<Vec<(String, String)>>) -> Response {
+/// Reads the posted form and calls `act` with the store on every id of it, as `each` does.
+async fn each_selected<F, Fut>(
+    ctx: Ctx,
+    fields: Vec<(String, String)>,
+    verb: &str,
+    act: F,
+) -> Response
+where
+    F: Fn(Arc<dyn JobStore>, JobId) -> Fut,
+    Fut: std::future::Future<Output = dogs_core::Result<bool>>,
+{
     let Some(action) = read(&ctx, fields) else {
         return forged();
     };
     let store = ctx.state.store.clone();
-    each(&ctx, &action, "due now", |id| {
-        let store = store.clone();
-        async move { store.retry(&id).await }
+    each(&ctx, &action, verb, |id| act(store.clone(), id)).await
+}
+
+/// `POST /actions/retry` with `id`s: failed jobs run again, pending ones run now.
+pub(crate) async fn retry(ctx: Ctx, Form(fields): Form<Vec<(String, String)>>) -> Response {
+    each_selected(ctx, fields, "due now", |store, id| async move {
+        store.retry(&id).await
     })
     .await
 }
@@ -158,14 +173,12 @@ pub(crate) async fn retry(ctx: Ctx, Form(fields): Form<Vec<(String, String)>>) -
 /// `POST /actions/cancel` with `id`s: pending and failed jobs are removed, running ones
 /// cancelled.
 pub(crate) async fn cancel(ctx: Ctx, Form(fields): Form<Vec<(String, String)>>) -> Response {
-    let Some(action) = read(&ctx, fields) else {
-        return forged();
-    };
-    let store = ctx.state.store.clone();
-    each(&ctx, &action, "cancelled or removed", |id| {
-        let store = store.clone();
-        async move { store.cancel(&id).await }
-    })
+    each_selected(
+        ctx,
+        fields,
+        "cancelled or removed",
+        |store, id| async move { store.cancel(&id).await },
+    )
     .await
 }
 

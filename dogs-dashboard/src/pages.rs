@@ -280,6 +280,47 @@ fn job_link(ctx: &Ctx, id: &JobId) -> String {
     ctx.url(&format!("/jobs/{}", enc(id.as_str())))
 }
 
+/// The heading of a listing: its title, and the name it is filtered by, if any.
+fn listing_title(title: &str, name: Option<&str>) -> Markup {
+    html! {
+        h1 {
+            (title)
+            @if let Some(name) = name { " · " (shown(name)) }
+        }
+    }
+}
+
+/// The bar above a listing that retries or cancels the selected jobs; only for who may act.
+fn bulk_bar(ctx: &Ctx, retry: &str, cancel_confirm: &str, cancel: &str) -> Markup {
+    html! {
+        @if ctx.can_act() {
+            div.bulk {
+                span.muted data-selected { "Select jobs to act on several at once." }
+                button.small type="submit" formaction=(ctx.url("/actions/retry")) { (retry) }
+                button.small.danger type="submit" formaction=(ctx.url("/actions/cancel"))
+                    data-confirm=(cancel_confirm) { (cancel) }
+            }
+        }
+    }
+}
+
+/// The header cell that selects every row of a listing; only for who may act.
+fn select_all_cell(ctx: &Ctx) -> Markup {
+    html! {
+        @if ctx.can_act() { th.check { input type="checkbox" data-select-all title="Select all"; } }
+    }
+}
+
+/// The first cells of a job's row in a listing: its checkbox (for who may act) and its id.
+fn select_and_id_cells(ctx: &Ctx, id: &JobId) -> Markup {
+    html! {
+        @if ctx.can_act() {
+            td.check { input type="checkbox" name="id" value=(id.as_str()); }
+        }
+        td.id { a href=(job_link(ctx, id)) title=(shown(id.as_str())) { (clip(id.as_str(), 14)) } }
+    }
+}
+
 /// `GET /jobs?name=&state=&page=`: jobs by name and state, a page at a time, to act on several.
 pub(crate) async fn jobs(ctx: Ctx, params: Result<Query<ListParams>, QueryRejection>) -> Response {
     let params = params.map(|Query(p)| p).unwrap_or_default();
@@ -303,28 +344,18 @@ pub(crate) async fn jobs(ctx: Ctx, params: Result<Query<ListParams>, QueryReject
     let body = html! {
         section.card {
             div.card-head {
-                h1 {
-                    "Jobs"
-                    @if let Some(name) = params.name() { " · " (shown(name)) }
-                }
+                (listing_title("Jobs", params.name()))
                 (filter_form(&ctx, "/jobs", &counts, params.name(), Some((&state_options, current_state))))
             }
             @if jobs.is_empty() {
                 p.empty { "No job matches." }
             } @else {
                 (bulk_form(&ctx, html! {
-                    @if ctx.can_act() {
-                        div.bulk {
-                            span.muted data-selected { "Select jobs to act on several at once." }
-                            button.small type="submit" formaction=(ctx.url("/actions/retry")) { "Run now / retry" }
-                            button.small.danger type="submit" formaction=(ctx.url("/actions/cancel"))
-                                data-confirm="Cancel the selected jobs? Pending and failed ones are removed." { "Cancel" }
-                        }
-                    }
+                    (bulk_bar(&ctx, "Run now / retry", "Cancel the selected jobs? Pending and failed ones are removed.", "Cancel"))
                     table.grid.jobs {
                         thead {
                             tr {
-                                @if ctx.can_act() { th.check { input type="checkbox" data-select-all title="Select all"; } }
+                                (select_all_cell(&ctx))
                                 th { "Id" } th { "Name" } th { "State" } th { "Runs at" }
                                 th.num { "Tries" } th.num { "Priority" } th { "Unique id" } th { "Details" }
                             }
@@ -332,10 +363,7 @@ pub(crate) async fn jobs(ctx: Ctx, params: Result<Query<ListParams>, QueryReject
                         tbody {
                             @for job in &jobs {
                                 tr data-id=(job.id.as_str()) {
-                                    @if ctx.can_act() {
-                                        td.check { input type="checkbox" name="id" value=(job.id.as_str()); }
-                                    }
-                                    td.id { a href=(job_link(&ctx, &job.id)) title=(shown(job.id.as_str())) { (clip(job.id.as_str(), 14)) } }
+                                    (select_and_id_cells(&ctx, &job.id))
                                     td.name { (clip(&job.name, 60)) }
                                     td {
                                         (state_badge(job.state))
@@ -658,10 +686,7 @@ pub(crate) async fn failed(
     let body = html! {
         section.card {
             div.card-head {
-                h1 {
-                    "Failed jobs"
-                    @if let Some(name) = params.name() { " · " (shown(name)) }
-                }
+                (listing_title("Failed jobs", params.name()))
                 (filter_form(&ctx, "/failed", &failing, params.name(), None))
             }
             @if !failing.is_empty() {
@@ -682,18 +707,11 @@ pub(crate) async fn failed(
                 p.empty { "No failed job. " span.muted { "All is well." } }
             } @else {
                 (bulk_form(&ctx, html! {
-                    @if ctx.can_act() {
-                        div.bulk {
-                            span.muted data-selected { "Select jobs to act on several at once." }
-                            button.small type="submit" formaction=(ctx.url("/actions/retry")) { "Retry selected" }
-                            button.small.danger type="submit" formaction=(ctx.url("/actions/cancel"))
-                                data-confirm="Remove the selected failed jobs?" { "Remove selected" }
-                        }
-                    }
+                    (bulk_bar(&ctx, "Retry selected", "Remove the selected failed jobs?", "Remove selected"))
                     table.grid.failed {
                         thead {
                             tr {
-                                @if ctx.can_act() { th.check { input type="checkbox" data-select-all title="Select all"; } }
+                                (select_all_cell(&ctx))
                                 th { "Id" } th { "Name" } th { "Error" } th.num { "Tries" } th { "Ran" } th { "Expires" }
                                 @if ctx.can_act() { th.actions { "" } }
                             }
@@ -701,10 +719,7 @@ pub(crate) async fn failed(
                         tbody {
                             @for job in &jobs {
                                 tr data-id=(job.id.as_str()) {
-                                    @if ctx.can_act() {
-                                        td.check { input type="checkbox" name="id" value=(job.id.as_str()); }
-                                    }
-                                    td.id { a href=(job_link(&ctx, &job.id)) title=(shown(job.id.as_str())) { (clip(job.id.as_str(), 14)) } }
+                                    (select_and_id_cells(&ctx, &job.id))
                                     td.name { (clip(&job.name, 40)) }
                                     td.error-text { @if let Some(e) = &job.last_error { (clip(e, 140)) } }
                                     td.num { (job.tries) }

@@ -360,6 +360,56 @@ impl Browser {
             .unwrap_or_else(|e| panic!("clicking {css} failed: {e}"));
     }
 
+    /// The text of `name`'s `column` count on the overview, if it shows one.
+    async fn count(&self, name: &str, column: &str) -> Option<String> {
+        self.text(&count_cell(name, column)).await
+    }
+
+    /// Reloads the overview until `name`'s `column` count reads `value`.
+    async fn wait_for_count(&self, what: &str, name: &str, column: &str, value: &str) -> String {
+        self.wait_for(what, Some("/"), &count_cell(name, column), |t| t == value)
+            .await
+    }
+
+    /// Waits until the job `id` is gone from the store, as when a worker ran it; `what` names
+    /// the job in the failure.
+    async fn wait_gone(&self, id: &JobId, what: &str) {
+        let end = tokio::time::Instant::now() + DEADLINE;
+        while self.store.get_job(id).await.unwrap().is_some() {
+            assert!(
+                tokio::time::Instant::now() < end,
+                "[{}] {what} did not run within {DEADLINE:?}",
+                self.backend
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Asserts that no script of the page set `window.__pwned`.
+    async fn assert_not_pwned(&self) {
+        let pwned = self
+            .client
+            .execute("return typeof window.__pwned;", vec![])
+            .await
+            .unwrap();
+        assert_eq!(pwned, json!("undefined"));
+    }
+
+    /// Opens `path`, waits until it shows `css` with a text that `check` accepts, and saves a
+    /// screenshot of it as `page`.
+    async fn shoot(
+        &self,
+        page: &str,
+        path: &str,
+        what: &str,
+        css: &str,
+        check: impl Fn(&str) -> bool,
+    ) {
+        self.goto(path).await;
+        self.wait_for(what, None, css, check).await;
+        self.screenshot(page).await;
+    }
+
     /// Saves a PNG of the window as `target/dashboard-screenshots/<backend>-<page>.png`.
     async fn screenshot(&self, page: &str) {
         let png = self.client.screenshot().await.unwrap();
@@ -462,33 +512,15 @@ async fn overview_counts(b: Browser) {
     claim(store, "charge-card", "web-1:4821", Some("card declined")).await;
 
     b.goto("/").await;
-    b.wait_for(
-        "2 due invoices",
-        Some("/"),
-        &count_cell("send-invoice", "due"),
-        |t| t == "2",
-    )
-    .await;
+    b.wait_for_count("2 due invoices", "send-invoice", "due", "2")
+        .await;
     assert_eq!(
-        b.text(&count_cell("send-invoice", "scheduled"))
-            .await
-            .as_deref(),
+        b.count("send-invoice", "scheduled").await.as_deref(),
         Some("1")
     );
-    assert_eq!(
-        b.text(&count_cell("sync-crm", "running")).await.as_deref(),
-        Some("1")
-    );
-    assert_eq!(
-        b.text(&count_cell("sync-crm", "due")).await.as_deref(),
-        Some("0")
-    );
-    assert_eq!(
-        b.text(&count_cell("charge-card", "failed"))
-            .await
-            .as_deref(),
-        Some("1")
-    );
+    assert_eq!(b.count("sync-crm", "running").await.as_deref(), Some("1"));
+    assert_eq!(b.count("sync-crm", "due").await.as_deref(), Some("0"));
+    assert_eq!(b.count("charge-card", "failed").await.as_deref(), Some("1"));
     assert_eq!(
         b.text("[data-total=\"due\"] .figure").await.as_deref(),
         Some("2")
@@ -497,10 +529,7 @@ async fn overview_counts(b: Browser) {
         b.text("[data-total=\"failed\"] .figure").await.as_deref(),
         Some("1")
     );
-    let paused = b
-        .text(&count_cell("send-invoice", "paused"))
-        .await
-        .unwrap_or_default();
+    let paused = b.count("send-invoice", "paused").await.unwrap_or_default();
     assert_eq!(paused, "active");
 }
 
@@ -581,13 +610,8 @@ async fn pause_and_resume(b: Browser) {
     )
     .await;
     b.goto("/").await;
-    b.wait_for(
-        "the reindex row",
-        Some("/"),
-        &count_cell("reindex", "due"),
-        |t| t == "1",
-    )
-    .await;
+    b.wait_for_count("the reindex row", "reindex", "due", "1")
+        .await;
     b.click("tr[data-name=\"reindex\"] form[action$=\"/actions/pause\"] button")
         .await;
     b.wait_for(
@@ -615,15 +639,7 @@ async fn pause_and_resume(b: Browser) {
     .await
     .unwrap();
     let ping = schedule(store, NewJob::new("ping", json!(1))).await;
-    let end = tokio::time::Instant::now() + DEADLINE;
-    while store.get_job(&ping).await.unwrap().is_some() {
-        assert!(
-            tokio::time::Instant::now() < end,
-            "[{}] the ping job did not run within {DEADLINE:?}",
-            b.backend
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    b.wait_gone(&ping, "the ping job").await;
     let job = store
         .get_job(&paused_job)
         .await
@@ -635,27 +651,14 @@ async fn pause_and_resume(b: Browser) {
         "the paused job was not claimed"
     );
     assert_eq!(job.tries, 0);
-    b.wait_for(
-        "reindex still due",
-        Some("/"),
-        &count_cell("reindex", "due"),
-        |t| t == "1",
-    )
-    .await;
+    b.wait_for_count("reindex still due", "reindex", "due", "1")
+        .await;
 
     b.click("tr[data-name=\"reindex\"] form[action$=\"/actions/resume\"] button")
         .await;
     b.wait_for("the flash", None, ".flash", |t| t == "reindex resumed.")
         .await;
-    let end = tokio::time::Instant::now() + DEADLINE;
-    while store.get_job(&paused_job).await.unwrap().is_some() {
-        assert!(
-            tokio::time::Instant::now() < end,
-            "[{}] the resumed job did not run within {DEADLINE:?}",
-            b.backend
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    b.wait_gone(&paused_job, "the resumed job").await;
     assert!(store
         .count_jobs()
         .await
@@ -691,19 +694,9 @@ async fn hostile_params_are_text(b: Browser) {
         .await
         .unwrap()
         .is_empty());
-    let pwned = b
-        .client
-        .execute("return typeof window.__pwned;", vec![])
-        .await
-        .unwrap();
-    assert_eq!(pwned, json!("undefined"));
+    b.assert_not_pwned().await;
     b.goto("/jobs?name=render").await;
-    let pwned = b
-        .client
-        .execute("return typeof window.__pwned;", vec![])
-        .await
-        .unwrap();
-    assert_eq!(pwned, json!("undefined"));
+    b.assert_not_pwned().await;
 }
 
 /// A store as an operator finds it, and a screenshot of every page.
@@ -838,31 +831,28 @@ async fn screenshots(b: Browser) {
     .await;
 
     b.goto("/").await;
-    b.wait_for(
-        "the overview",
-        Some("/"),
-        &count_cell("send-invoice", "due"),
-        |t| t == "5",
+    b.wait_for_count("the overview", "send-invoice", "due", "5")
+        .await;
+    b.screenshot("overview").await;
+    b.shoot("jobs", "/jobs", "the jobs", "table.jobs", |_| true)
+        .await;
+    let job_page = format!("/jobs/{failed_id}");
+    b.shoot("job", &job_page, "the job", "table.executions", |_| true)
+        .await;
+    b.shoot(
+        "recurrent",
+        "/recurrent",
+        "the recurrent jobs",
+        "table.recurrent",
+        |t| t.contains("nightly-report"),
     )
     .await;
-    b.screenshot("overview").await;
-    b.goto("/jobs").await;
-    b.wait_for("the jobs", None, "table.jobs", |_| true).await;
-    b.screenshot("jobs").await;
-    b.goto(&format!("/jobs/{failed_id}")).await;
-    b.wait_for("the job", None, "table.executions", |_| true)
-        .await;
-    b.screenshot("job").await;
-    b.goto("/recurrent").await;
-    b.wait_for("the recurrent jobs", None, "table.recurrent", |t| {
-        t.contains("nightly-report")
-    })
+    b.shoot(
+        "failed",
+        "/failed",
+        "the failed jobs",
+        "table.failed",
+        |t| t.contains("card expired"),
+    )
     .await;
-    b.screenshot("recurrent").await;
-    b.goto("/failed").await;
-    b.wait_for("the failed jobs", None, "table.failed", |t| {
-        t.contains("card expired")
-    })
-    .await;
-    b.screenshot("failed").await;
 }

@@ -1,6 +1,6 @@
 //! `dogs executions NAME`: a name's execution records, newest first.
 
-use dogs_core::{ExecutionQuery, ExecutionStatus};
+use dogs_core::ExecutionQuery;
 
 use super::jobs::executions_table;
 use super::Context;
@@ -17,7 +17,7 @@ const SCAN_PAGE: usize = 200;
 pub(super) async fn run(ctx: &Context, args: &ExecutionsArgs) -> CliResult<()> {
     let limit = usize::try_from(args.limit)
         .map_err(|_| CliError::usage(format!("--limit {} is too large", args.limit)))?;
-    let status = args.status.map(ExecutionStatus::from);
+    let status = args.status;
     let page = if status.is_some() {
         SCAN_PAGE.max(limit)
     } else {
