@@ -135,6 +135,16 @@ pub mod specific {
             .await
             .unwrap();
         assert_eq!(layout, 4);
+
+        // From layout 2, each pass over the 2,500 jobs takes 3 steps of 1,000, once.
+        let _: () = redis::cmd("SET")
+            .arg(store.key_prefix().to_owned() + ":layout")
+            .arg(2)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(store.migrate().await.unwrap(), 6);
+        assert_eq!(store.migrate().await.unwrap(), 0, "the layout is current");
     }
 
     /// Schedules `due` jobs due now and claims 5, returning the claim's command count.

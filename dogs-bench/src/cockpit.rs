@@ -53,9 +53,10 @@ pub async fn run(settings: &Settings, backend: &Backend) -> Outcome<Vec<Figure>>
         empty.extend(time_reads(&*store, 20).await?);
         fill_depth(&*store, stored, stored / 10).await?;
         full.extend(time_reads(&*store, 20).await?);
-        // Drains with and without a dashboard refreshing every 2 s, alternated.
-        for polled in [false, true, false, true] {
-            let poller = polled.then(|| {
+        // Drains without and with a dashboard refreshing every 2 s, alternated.
+        for _ in 0..2 {
+            let (plain, _, _) = drain_once(settings, backend, &store, 32).await?;
+            let poller = {
                 let store: Arc<dyn JobStore> = store.clone();
                 tokio::spawn(async move {
                     loop {
@@ -63,20 +64,14 @@ pub async fn run(settings: &Settings, backend: &Backend) -> Outcome<Vec<Figure>>
                         tokio::time::sleep(Duration::from_secs(2)).await;
                     }
                 })
-            });
-            let (rate, _, _) = drain_once(settings, backend, &store, 32).await?;
-            if let Some(poller) = poller {
-                poller.abort();
-                let last = ratios.pop().unwrap_or(rate);
-                ratios.push(rate / last);
-            } else {
-                ratios.push(rate);
-            }
+            };
+            let polled = drain_once(settings, backend, &store, 32).await;
+            poller.abort();
+            ratios.push(polled?.0 / plain);
         }
         drop(store);
         backend.cleanup(&ns).await?;
     }
-    // `ratios` alternates: a plain rate was replaced by its polled/plain ratio.
     Ok(vec![
         Figure::new(
             "overview reads, 11 jobs stored",

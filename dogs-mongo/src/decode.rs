@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use dogs_core::{
-    ClaimedJob, Error, ErrorKind, Execution, ExecutionMinute, ExecutionStatus, Job, JobId, JobKind,
-    JobState, Lease, LeaseToken, Result,
+    ClaimedJob, Error, ErrorKind, Execution, ExecutionMinute, ExecutionStatus, Job, JobCounts,
+    JobId, JobKind, JobState, Lease, LeaseToken, Result,
 };
 use mongodb::bson::{self, doc, oid::ObjectId, Bson, Document};
 
@@ -191,31 +191,52 @@ pub(crate) fn claimed_from_doc(doc: Document, claimed_at: DateTime<Utc>) -> Resu
     })
 }
 
+/// A whole number of a `$group` result.
+fn group_number(doc: &Document, field: &str) -> Result<i64> {
+    match doc.get(field) {
+        Some(Bson::Int64(n)) => Ok(*n),
+        Some(Bson::Int32(n)) => Ok(i64::from(*n)),
+        Some(Bson::Double(n)) if n.is_finite() => Ok(*n as i64),
+        _ => Err(corrupt("a summed figure is not a number")),
+    }
+}
+
+/// A count of a `$group` result (a negative one reads as 0).
+fn group_count(doc: &Document, field: &str) -> Result<u64> {
+    Ok(u64::try_from(group_number(doc, field)?).unwrap_or(0))
+}
+
+/// One `$group` result of the counts: `_id` (the name), `pending`, `scheduled`, `running`,
+/// `failed`.
+pub(crate) fn counts_from_doc(doc: &Document) -> Result<JobCounts> {
+    Ok(JobCounts {
+        name: doc
+            .get_str("_id")
+            .map_err(|_| corrupt("a job count has no name"))?
+            .to_owned(),
+        pending: group_count(doc, "pending")?,
+        scheduled: group_count(doc, "scheduled")?,
+        running: group_count(doc, "running")?,
+        failed: group_count(doc, "failed")?,
+        paused: false,
+    })
+}
+
 /// One `$group` result of the execution figures: `_id.minute` (ms), `_id.status`, `n`,
 /// `total_ms`, `max_ms`.
 pub(crate) fn minute_from_doc(doc: &Document) -> Result<ExecutionMinute> {
     let key = doc
         .get_document("_id")
         .map_err(|_| corrupt("an execution figure has no key"))?;
-    let number = |d: &Document, field: &str| -> Result<i64> {
-        match d.get(field) {
-            Some(Bson::Int64(n)) => Ok(*n),
-            Some(Bson::Int32(n)) => Ok(i64::from(*n)),
-            Some(Bson::Double(n)) if n.is_finite() => Ok(*n as i64),
-            _ => Err(corrupt("an execution figure is not a number")),
-        }
-    };
-    let count =
-        |field: &str| -> Result<u64> { Ok(u64::try_from(number(doc, field)?).unwrap_or(0)) };
     let status = key
         .get_str("status")
         .map_err(|_| corrupt("an execution figure has no status"))?;
     Ok(ExecutionMinute {
-        minute: DateTime::<Utc>::from_timestamp_millis(number(key, "minute")?)
+        minute: DateTime::<Utc>::from_timestamp_millis(group_number(key, "minute")?)
             .ok_or_else(|| corrupt("an execution figure's minute is out of range"))?,
         status: ExecutionStatus::parse_stored(status)?,
-        count: count("n")?,
-        total_ms: count("total_ms")?,
-        max_ms: count("max_ms")?,
+        count: group_count(doc, "n")?,
+        total_ms: group_count(doc, "total_ms")?,
+        max_ms: group_count(doc, "max_ms")?,
     })
 }

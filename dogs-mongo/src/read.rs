@@ -8,7 +8,9 @@ use dogs_core::{
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Document};
 
-use crate::decode::{date, execution_from_doc, job_from_doc, minute_from_doc, oid, readable};
+use crate::decode::{
+    counts_from_doc, date, execution_from_doc, job_from_doc, minute_from_doc, oid, readable,
+};
 use crate::store::MongoStore;
 
 impl MongoStore {
@@ -69,47 +71,41 @@ impl MongoStore {
         Ok(readable(docs.into_iter().map(|d| job_from_doc(d, now))))
     }
 
-    /// Counts per name and state: the names from the `by_name` index, then one indexed count
-    /// per name and state.
+    /// Counts per name and state in one aggregation on the server: one read of the visible
+    /// jobs, in one snapshot, grouped by name.
     pub(crate) async fn read_counts(&self) -> Result<Vec<JobCounts>> {
-        let now = self.server_now().await?;
-        let at = date(now);
-        let names = self
-            .timed(
-                "listing job names",
-                self.inner.jobs.distinct("name", doc! {}),
-            )
-            .await?;
-        let mut counts = Vec::new();
-        for name in names {
-            let Some(name) = name.as_str() else { continue };
-            let count = |filter: Document| async move {
-                self.timed("counting jobs", self.inner.jobs.count_documents(filter))
+        let at = date(self.server_now().await?);
+        let failed = doc! { "$eq": ["$state", "failed"] };
+        let live = doc! { "$and": [
+            { "$eq": ["$state", "running"] },
+            { "$gt": ["$locked_until", at] },
+        ] };
+        let one_if = |condition: Document| doc! { "$sum": { "$cond": [condition, 1_i64, 0_i64] } };
+        let pipeline = [
+            doc! { "$match": { "$nor": [ { "state": "failed", "expires_at": { "$lte": at } } ] } },
+            doc! { "$group": {
+                "_id": "$name",
+                "failed": one_if(failed.clone()),
+                "running": one_if(live.clone()),
+                "pending": one_if(doc! { "$and": [ { "$not": [failed.clone()] }, { "$not": [live.clone()] } ] }),
+                "scheduled": one_if(doc! { "$and": [
+                    { "$not": [failed] },
+                    { "$not": [live] },
+                    { "$gt": ["$run_at", at] },
+                ] }),
+            } },
+        ];
+        let docs: Vec<Document> = self
+            .timed("counting jobs", async {
+                self.inner
+                    .jobs
+                    .aggregate(pipeline)
+                    .await?
+                    .try_collect()
                     .await
-            };
-            let live = count(doc! { "name": name, "state": { "$ne": "failed" } }).await?;
-            let running =
-                count(doc! { "name": name, "state": "running", "locked_until": { "$gt": at } })
-                    .await?;
-            let scheduled = count(doc! {
-                "name": name, "state": { "$in": ["scheduled", "pending"] }, "run_at": { "$gt": at }
             })
             .await?;
-            let failed =
-                count(doc! { "name": name, "state": "failed", "expires_at": { "$gt": at } })
-                    .await?;
-            if live + failed == 0 {
-                continue;
-            }
-            counts.push(JobCounts {
-                name: name.to_owned(),
-                pending: live.saturating_sub(running),
-                scheduled,
-                running,
-                failed,
-                paused: false,
-            });
-        }
+        let mut counts = readable(docs.into_iter().map(|d| counts_from_doc(&d).map(Some)));
         counts.sort_by(|a, b| a.name.cmp(&b.name));
         JobCounts::mark_paused(&mut counts, &self.read_settings(None).await?);
         Ok(counts)

@@ -199,9 +199,12 @@ impl RedisStore {
         true
     }
 
-    /// Moves keys of an older layout to the current one, in bounded steps; idempotent, run at
-    /// connect.
-    pub(crate) async fn migrate(&self) -> Result<()> {
+    /// Moves the keys of an older layout (written by an earlier version) to the current one, in
+    /// bounded steps of at most 1,000 jobs each, so no step holds the server long; idempotent.
+    /// `connect` runs it; it returns how many steps moved something (0 when the layout was
+    /// current).
+    pub async fn migrate(&self) -> Result<u64> {
+        let mut steps = 0;
         loop {
             let moved: i64 = self
                 .inner
@@ -213,8 +216,9 @@ impl RedisStore {
                 .await
                 .map_err(|e| redis_error("moving keys to the current layout", e))?;
             if moved == 0 {
-                return Ok(());
+                return Ok(steps);
             }
+            steps += 1;
         }
     }
 }
