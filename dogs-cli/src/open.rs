@@ -270,38 +270,20 @@ pub fn url_secrets(url: &str) -> Vec<String> {
             }
         }
     }
-    let decoded: Vec<String> = secrets.iter().map(|s| percent_decode(s)).collect();
+    let decoded: Vec<String> = secrets
+        .iter()
+        .map(|s| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .collect();
     secrets.extend(decoded);
     secrets.retain(|s| !s.is_empty());
     // Longest first, so a secret that holds another one is hidden whole.
     secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
     secrets.dedup();
     secrets
-}
-
-/// `text` with its `%XX` escapes decoded (an escape that is not one is kept as written).
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut decoded = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let escape = (bytes[i] == b'%')
-            .then(|| bytes.get(i + 1..i + 3))
-            .flatten()
-            .and_then(|hex| std::str::from_utf8(hex).ok())
-            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
-        match escape {
-            Some(byte) => {
-                decoded.push(byte);
-                i += 3;
-            }
-            None => {
-                decoded.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&decoded).into_owned()
 }
 
 #[cfg(test)]
@@ -339,6 +321,10 @@ mod tests {
         }
         assert!(url_secrets("redis://cache:6379").is_empty());
         assert_eq!(url_secrets("not a url"), vec!["not a url".to_owned()]);
-        assert_eq!(percent_decode("50%off%"), "50%off%");
+        // An escape that is not one is kept as written.
+        assert_eq!(
+            url_secrets("redis://:50%off%@cache"),
+            vec!["50%off%".to_owned()]
+        );
     }
 }

@@ -471,6 +471,12 @@ impl Default for JobQuery {
 }
 
 impl JobQuery {
+    /// Whether this query lists newest first: a listing of failed jobs is; every other
+    /// listing is in scheduling order ([`JobStore::list_jobs`](crate::JobStore::list_jobs)).
+    pub fn newest_first(&self) -> bool {
+        self.state == Some(JobState::Failed)
+    }
+
     /// Jobs of `name` in any state.
     pub fn name(name: impl Into<String>) -> Self {
         JobQuery {
@@ -498,34 +504,6 @@ impl JobQuery {
     }
 }
 
-impl JobQuery {
-    /// Whether this query lists newest first: a listing of failed jobs is; every other
-    /// listing is in scheduling order ([`JobStore::list_jobs`](crate::JobStore::list_jobs)).
-    pub fn newest_first(&self) -> bool {
-        self.state == Some(JobState::Failed)
-    }
-
-    /// The page of `jobs` (already narrowed to the query's name) this query asks for: those in
-    /// its state, in listing order (scheduling order; failed jobs newest first), skipping
-    /// `offset`, at most `limit`. `scheduling_order` gives the order of a store's ids. For
-    /// stores that read every job of a name.
-    pub fn page<K: Ord>(
-        &self,
-        mut jobs: Vec<Job>,
-        scheduling_order: impl Fn(&JobId) -> K,
-    ) -> Vec<Job> {
-        jobs.retain(|job| self.state.is_none_or(|state| job.state == state));
-        jobs.sort_by_key(|job| scheduling_order(&job.id));
-        if self.newest_first() {
-            jobs.reverse();
-        }
-        jobs.into_iter()
-            .skip(self.offset)
-            .take(self.limit)
-            .collect()
-    }
-}
-
 /// How many jobs of one name are in each state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobCounts {
@@ -547,19 +525,6 @@ pub struct JobCounts {
 }
 
 impl JobCounts {
-    /// Counts `jobs`, read at `now`, per name and state, sorted by name.
-    pub fn tally(jobs: impl IntoIterator<Item = Job>, now: DateTime<Utc>) -> Vec<JobCounts> {
-        let mut counts: std::collections::BTreeMap<String, JobCounts> = Default::default();
-        for job in jobs {
-            let entry = counts.entry(job.name.clone()).or_insert_with(|| JobCounts {
-                name: job.name,
-                ..JobCounts::default()
-            });
-            entry.add(job.state, job.run_at > now);
-        }
-        counts.into_values().collect()
-    }
-
     /// Counts one job in `state`; `ahead` when its run time is still ahead.
     pub fn add(&mut self, state: JobState, ahead: bool) {
         match state {
