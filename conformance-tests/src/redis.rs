@@ -88,6 +88,9 @@ pub mod specific {
             case("redis_names_filled_from_older_layout", |c, u| {
                 Box::pin(names_filled_from_older_layout(c, u))
             }),
+            case("redis_failed_without_expiry_listed", |c, u| {
+                Box::pin(failed_without_expiry_listed(c, u))
+            }),
         ]
     }
 
@@ -145,6 +148,60 @@ pub mod specific {
             .unwrap();
         assert_eq!(store.migrate().await.unwrap(), 6);
         assert_eq!(store.migrate().await.unwrap(), 0, "the layout is current");
+
+        // A layout of a later version is left as it is.
+        let _: () = redis::cmd("SET")
+            .arg(store.key_prefix().to_owned() + ":layout")
+            .arg(5)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(store.migrate().await.unwrap(), 0);
+        let layout: i64 = redis::cmd("GET")
+            .arg(store.key_prefix().to_owned() + ":layout")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(layout, 5, "a later layout is not lowered");
+    }
+
+    /// A failed job whose record has no end of retention (written by hand) is read as failed
+    /// by every read: counted and listed alike.
+    pub async fn failed_without_expiry_listed(ctx: TestContext, url: String) {
+        let store = open(&ctx, &url).await;
+        schedule_new(&store, NewJob::new("work", json!(1))).await;
+        let claimed = claim_one(&store, "work", Duration::from_secs(30)).await;
+        store
+            .complete(
+                &claimed.lease,
+                Completion::Fail {
+                    error: "x".into(),
+                    retain_for: Duration::from_secs(60),
+                },
+            )
+            .await
+            .unwrap();
+        let mut conn = redis::Client::open(url.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let _: () = redis::cmd("HDEL")
+            .arg(format!(
+                "{}:job:{}",
+                store.key_prefix(),
+                claimed.job.id.as_str()
+            ))
+            .arg("expires_at")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let failed = store.count_jobs().await.unwrap()[0].failed;
+        let listed = store
+            .list_jobs(&dogs_core::JobQuery::name("work").state(dogs_core::JobState::Failed))
+            .await
+            .unwrap();
+        assert_eq!((failed, listed.len()), (1, 1));
     }
 
     /// Schedules `due` jobs due now and claims 5, returning the claim's command count.

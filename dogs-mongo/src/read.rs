@@ -72,7 +72,7 @@ impl MongoStore {
     }
 
     /// Counts per name and state in one aggregation on the server: one read of the visible
-    /// jobs, in one snapshot, grouped by name.
+    /// jobs, each counted once, grouped by name.
     pub(crate) async fn read_counts(&self) -> Result<Vec<JobCounts>> {
         let at = date(self.server_now().await?);
         let failed = doc! { "$eq": ["$state", "failed"] };

@@ -237,18 +237,19 @@ pub async fn list_paged(ctx: TestContext) {
             },
         ]
     );
-    // A running job that is cancelled is failed, and no longer running.
-    let cancelled = claim_one(&*store, "alpha", LEASE).await;
-    assert_eq!(cancelled.job.id, alpha[3]);
-    assert!(store.cancel(&cancelled.job.id).await.unwrap());
+    // A running job that is cancelled is failed, and no longer running, also when it comes
+    // first in scheduling order.
+    let running = claim_one(&*store, "alpha", LEASE).await;
+    assert_eq!(running.job.id, alpha[3]);
+    assert!(store.cancel(&claimed[1].job.id).await.unwrap());
     assert_eq!(
         list(JobQuery::name("alpha").state(JobState::Running).limit(1)).await,
-        vec![alpha[1].clone()],
+        vec![alpha[3].clone()],
         "a cancelled job is not running"
     );
     assert_eq!(
         list(JobQuery::default().state(JobState::Running)).await,
-        vec![alpha[1].clone()],
+        vec![alpha[3].clone()],
     );
     let alpha_counts = store.count_jobs().await.unwrap().remove(0);
     assert_eq!(

@@ -19,7 +19,9 @@ local function state_of(id)
     return nil
   end
   if f[1] == 'failed' then
-    if (tonumber(f[3]) or 0) <= now then
+    -- As decode.rs reads it: without an end of retention, a failed job stays visible.
+    local expires = tonumber(f[3])
+    if expires and expires <= now then
       return nil
     end
     return 'failed'

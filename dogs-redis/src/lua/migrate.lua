@@ -52,5 +52,7 @@ if layout < 4 then
     return count
   end
 end
-call('SET', key('layout'), '4')
+if layout < 4 then
+  call('SET', key('layout'), '4')
+end
 return 0
