@@ -88,6 +88,9 @@ pub mod specific {
             case("mongo_claim_reads_the_primary", |c, u| {
                 Box::pin(claim_reads_the_primary(c, u))
             }),
+            case("mongo_secondary_read_preference_claims", |c, u| {
+                Box::pin(secondary_read_preference_claims(c, u))
+            }),
         ]
     }
 
@@ -380,5 +383,291 @@ pub mod specific {
             vec![id],
             "the claim found and read back its job on the primary"
         );
+    }
+
+    /// `url` with the options `extra` (`a=1&b=2`) added to its query.
+    fn with_options(url: &str, extra: &str) -> String {
+        if url.contains('?') {
+            format!("{url}&{extra}")
+        } else if url
+            .split_once("://")
+            .is_some_and(|(_, rest)| rest.contains('/'))
+        {
+            format!("{url}?{extra}")
+        } else {
+            format!("{url}/?{extra}")
+        }
+    }
+
+    /// What a URL may ask for that the store's claims and outcomes do not follow: reads from
+    /// secondaries, and writes acknowledged by one member without its journal.
+    const WEAKER_OPTIONS: [&str; 3] = [
+        "readPreference=secondary",
+        "readPreference=secondaryPreferred",
+        "readPreference=secondary&w=1&journal=false&readConcernLevel=local",
+    ];
+
+    /// The URL of the replica set the server at `url` belongs to, discovered from the address
+    /// its member advertises (`mongodb://me/?replicaSet=…`); `None` when `url` does not name
+    /// that address (a container's member advertises one this machine cannot reach).
+    async fn discovered_set(url: &str) -> Option<String> {
+        use dogs_mongo::mongodb::bson::doc;
+        let client = dogs_mongo::mongodb::Client::with_uri_str(url).await.ok()?;
+        let hello = client
+            .database("admin")
+            .run_command(doc! { "hello": 1 })
+            .await
+            .ok()?;
+        let (set, me) = (hello.get_str("setName").ok()?, hello.get_str("me").ok()?);
+        url.contains(me)
+            .then(|| format!("mongodb://{me}/?replicaSet={set}&serverSelectionTimeoutMS=3000"))
+    }
+
+    /// Whether `command` asks for a read from a secondary.
+    fn reads_a_secondary(command: &Document) -> bool {
+        command
+            .get_document("$readPreference")
+            .ok()
+            .and_then(|p| p.get_str("mode").ok())
+            .is_some_and(|mode| mode.starts_with("secondary"))
+    }
+
+    /// The read concern level `command` carries, if any.
+    fn read_concern_of(command: &Document) -> Option<String> {
+        let concern = command.get_document("readConcern").ok()?;
+        concern.get_str("level").ok().map(str::to_owned)
+    }
+
+    /// The write concern `command` carries, as `(w, j)`.
+    fn write_concern_of(command: &Document) -> Option<(String, Option<bool>)> {
+        let concern = command.get_document("writeConcern").ok()?;
+        let w = concern.get("w").map(ToString::to_string)?;
+        Some((w, concern.get_bool("j").ok()))
+    }
+
+    /// A URL that asks for reads from secondaries (`readPreference=secondary` or
+    /// `secondaryPreferred`), and for writes acknowledged by one member without its journal
+    /// (`w=1&journal=false`), changes nothing the store's correctness depends on: scheduling,
+    /// exclusive claims by two handles racing over the same jobs, completing and a worker
+    /// draining jobs all work; and on the wire every read of a claim asks for the primary with
+    /// read concern `majority`, and every write of a claim and an outcome for `w: "majority"`
+    /// with the journal.
+    pub async fn secondary_read_preference_claims(ctx: TestContext, url: String) {
+        use std::collections::BTreeSet;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::{Arc, Mutex};
+
+        use dogs_core::prelude::*;
+        use dogs_core::ClaimRequest;
+        use dogs_mongo::mongodb::event::command::CommandEvent;
+        use dogs_mongo::mongodb::event::EventHandler;
+        use dogs_mongo::mongodb::options::ClientOptions;
+
+        // On the test URL (a direct connection, where the driver sends every read to the one
+        // server, with the read preference asked), and, where this machine reaches the member
+        // at the address it advertises, with the set discovered, where a read that follows
+        // `readPreference=secondary` finds no server at all when the set has no secondary.
+        let mut urls: Vec<String> = WEAKER_OPTIONS
+            .iter()
+            .map(|extra| with_options(&url, extra))
+            .collect();
+        if let Some(set) = discovered_set(&url).await {
+            urls.push(format!("{set}&{}", WEAKER_OPTIONS[2]));
+        }
+        for (i, store_url) in urls.iter().enumerate() {
+            let store_url = store_url.as_str();
+            let name = format!("secondary-{i}");
+            let open = || {
+                MongoStore::builder()
+                    .url(store_url)
+                    .database(ctx.namespace())
+                    .timeout(Duration::from_secs(3))
+                    .connect()
+            };
+            let first = open().await.unwrap();
+            let second = open().await.unwrap();
+            let mut ids = BTreeSet::new();
+            for n in 0..40 {
+                ids.insert(schedule_new(&first, NewJob::new(&name, json!(n))).await);
+            }
+            let drain = |store: MongoStore, name: String| async move {
+                let request = ClaimRequest::new([name.as_str()], Duration::from_secs(60), 3);
+                let mut won = Vec::new();
+                loop {
+                    let claimed = store
+                        .claim(&request)
+                        .await
+                        .unwrap_or_else(|e| panic!("{store_url}: a claim failed: {e}"));
+                    if claimed.jobs.is_empty() {
+                        return won;
+                    }
+                    won.extend(claimed.jobs);
+                }
+            };
+            let (a, b) = tokio::join!(
+                drain(first.clone(), name.clone()),
+                drain(second.clone(), name.clone())
+            );
+            let won_a: BTreeSet<_> = a.iter().map(|c| c.job.id.clone()).collect();
+            let won_b: BTreeSet<_> = b.iter().map(|c| c.job.id.clone()).collect();
+            assert_eq!(won_a.len() + won_b.len(), a.len() + b.len(), "{store_url}");
+            assert!(
+                won_a.is_disjoint(&won_b),
+                "{store_url}: two handles claimed the same job"
+            );
+            assert_eq!(
+                won_a.union(&won_b).cloned().collect::<BTreeSet<_>>(),
+                ids,
+                "{store_url}: every job was claimed once"
+            );
+            for (store, claimed) in [(&first, a), (&second, b)] {
+                for job in claimed {
+                    store
+                        .complete(&job.lease, Completion::Remove)
+                        .await
+                        .unwrap_or_else(|e| panic!("{store_url}: completing failed: {e}"));
+                }
+            }
+            for id in &ids {
+                let job = first.get_job(id).await.unwrap();
+                assert!(
+                    job.is_none(),
+                    "{store_url}: a completed job is gone: {job:?}"
+                );
+            }
+
+            let ran = Arc::new(AtomicUsize::new(0));
+            let counter = Arc::clone(&ran);
+            let job = EventJob::new(format!("drained-{i}"), move |_: u32, _ctx: JobContext| {
+                let counter = Arc::clone(&counter);
+                async move {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    Ok(())
+                }
+            });
+            let workers = start_workers(first.clone(), [job.definition()], fast_options())
+                .await
+                .unwrap_or_else(|e| panic!("{store_url}: start_workers failed: {e}"));
+            let mut drained = Vec::new();
+            for n in 0..20_u32 {
+                let scheduled = schedule_job(&second, &job, &n, ScheduleOptions::default())
+                    .await
+                    .unwrap();
+                drained.push(scheduled.id().clone());
+            }
+            wait_until(&format!("{store_url}: 20 executions"), DEADLINE, || async {
+                ran.load(Ordering::SeqCst) >= 20
+            })
+            .await;
+            for id in &drained {
+                wait_until(&format!("{store_url}: job {id} gone"), DEADLINE, || async {
+                    second.get_job(id).await.unwrap().is_none()
+                })
+                .await;
+            }
+            workers.stop().await;
+            assert_eq!(
+                ran.load(Ordering::SeqCst),
+                20,
+                "{store_url}: each job ran once"
+            );
+        }
+
+        // The same weaker options on a client handed to the builder, with every command the
+        // client sends kept, to see what the store asks the server for.
+        let sent: Arc<Mutex<Vec<(String, Document)>>> = Arc::default();
+        let kept = Arc::clone(&sent);
+        let mut options = ClientOptions::parse(with_options(&url, WEAKER_OPTIONS[2]))
+            .await
+            .unwrap();
+        options.command_event_handler = Some(EventHandler::callback(move |event| {
+            if let CommandEvent::Started(started) = event {
+                kept.lock()
+                    .unwrap()
+                    .push((started.command_name, started.command));
+            }
+        }));
+        let client = dogs_mongo::mongodb::Client::with_options(options).unwrap();
+        let store = MongoStore::builder()
+            .database_handle(client.database(ctx.namespace()))
+            .connect()
+            .await
+            .unwrap();
+        schedule_new(&store, NewJob::new("watched", json!(1))).await;
+        schedule_new(&store, NewJob::new("watched", json!(2))).await;
+        let scheduling: Vec<_> = std::mem::take(&mut *sent.lock().unwrap());
+        let claimed = claim(&store, "watched", Duration::from_secs(60), 2).await;
+        assert_eq!(claimed.len(), 2);
+        let claiming: Vec<_> = std::mem::take(&mut *sent.lock().unwrap());
+        store
+            .complete(&claimed[0].lease, Completion::Remove)
+            .await
+            .unwrap();
+        store
+            .complete(
+                &claimed[1].lease,
+                Completion::Fail {
+                    error: "failed".into(),
+                    retain_for: Duration::from_secs(60),
+                },
+            )
+            .await
+            .unwrap();
+        let finishing: Vec<_> = std::mem::take(&mut *sent.lock().unwrap());
+
+        let majority = Some(("\"majority\"".to_owned(), Some(true)));
+        let mut problems = Vec::new();
+        for (phase, commands) in [
+            ("scheduling", &scheduling),
+            ("claiming", &claiming),
+            ("finishing", &finishing),
+        ] {
+            for (command_name, command) in commands {
+                let in_transaction =
+                    command.contains_key("txnNumber") && command.contains_key("autocommit");
+                let is_read = matches!(command_name.as_str(), "find" | "aggregate" | "count");
+                let is_write = matches!(
+                    command_name.as_str(),
+                    "insert" | "update" | "delete" | "findAndModify"
+                );
+                if is_read && reads_a_secondary(command) {
+                    problems.push(format!("{phase}: a read from a secondary: {command}"));
+                }
+                if is_read && read_concern_of(command).as_deref() != Some("majority") {
+                    problems.push(format!(
+                        "{phase}: a read without read concern majority: {command}"
+                    ));
+                }
+                if is_write && !in_transaction && write_concern_of(command) != majority {
+                    problems.push(format!(
+                        "{phase}: a write without w: majority, j: true: {command}"
+                    ));
+                }
+                if command_name == "commitTransaction" && write_concern_of(command) != majority {
+                    problems.push(format!(
+                        "{phase}: a commit without w: majority, j: true: {command}"
+                    ));
+                }
+                if in_transaction && command.contains_key("startTransaction") {
+                    if reads_a_secondary(command) {
+                        problems.push(format!("{phase}: a transaction on a secondary: {command}"));
+                    }
+                    if read_concern_of(command).as_deref() != Some("majority") {
+                        problems.push(format!(
+                            "{phase}: a transaction without read concern majority: {command}"
+                        ));
+                    }
+                }
+            }
+        }
+        let seen =
+            |commands: &[(String, Document)], name: &str| commands.iter().any(|(n, _)| n == name);
+        assert!(seen(&claiming, "find") && seen(&claiming, "update"));
+        assert!(
+            seen(&finishing, "commitTransaction")
+                || seen(&finishing, "delete")
+                || seen(&finishing, "update")
+        );
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
     }
 }

@@ -44,6 +44,7 @@ pub struct MongoStoreBuilder {
     pub(crate) timeout: Duration,
     pub(crate) request_timeout: Duration,
     pub(crate) max_params_bytes: usize,
+    pub(crate) write_concern: Option<WriteConcern>,
 }
 
 impl fmt::Debug for MongoStoreBuilder {
@@ -57,6 +58,7 @@ impl fmt::Debug for MongoStoreBuilder {
             .field("timeout", &self.timeout)
             .field("request_timeout", &self.request_timeout)
             .field("max_params_bytes", &self.max_params_bytes)
+            .field("write_concern", &self.write_concern)
             .finish()
     }
 }
@@ -72,6 +74,7 @@ impl Default for MongoStoreBuilder {
             timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             max_params_bytes: DEFAULT_MAX_PARAMS_BYTES,
+            write_concern: None,
         }
     }
 }
@@ -83,7 +86,9 @@ impl MongoStoreBuilder {
         self
     }
 
-    /// Uses an existing database handle (and its client).
+    /// Uses an existing database handle (and its client). The store's collections do not take
+    /// the handle's read preference, read concern or write concern where the store depends on
+    /// them (see [`write_concern`](Self::write_concern) and the crate's "Replica sets").
     pub fn database_handle(mut self, database: Database) -> Self {
         self.database = Some(database);
         self
@@ -128,6 +133,38 @@ impl MongoStoreBuilder {
         self
     }
 
+    /// The write concern of every write the store makes, transactions' commits included
+    /// (default `w: "majority", j: true`, with the `wtimeoutMS` of the URL or handle if any).
+    ///
+    /// Only this overrides the default: a URL's `w=…` or `journal=…`, or a handle's write
+    /// concern, applies to the application's own collections, never to the store's. A weaker
+    /// concern (`w: 1`) means an acknowledged job or outcome can be lost in a failover; a
+    /// stronger one (`w: 3`) waits for more members. With any `w` but `majority`, the store's
+    /// reads use read concern `local` rather than `majority`, which might not yet see such a
+    /// write (a claim's own lease among them). `w: 0` is refused at connect.
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), dogs_core::Error> {
+    /// use dogs_mongo::mongodb::options::{Acknowledgment, WriteConcern};
+    /// use dogs_mongo::MongoStore;
+    ///
+    /// let every_member = WriteConcern::builder()
+    ///     .w(Acknowledgment::Nodes(3))
+    ///     .journal(true)
+    ///     .build();
+    /// let store = MongoStore::builder()
+    ///     .url("mongodb://a.internal,b.internal,c.internal/?replicaSet=rs0")
+    ///     .write_concern(every_member)
+    ///     .connect()
+    ///     .await?;
+    /// # let _ = store;
+    /// # Ok(()) }
+    /// ```
+    pub fn write_concern(mut self, concern: WriteConcern) -> Self {
+        self.write_concern = Some(concern);
+        self
+    }
+
     /// Connects, checks the server, and creates the indexes (idempotently).
     ///
     /// A URL that does not parse is a `Config` error; a server that cannot be reached is
@@ -161,7 +198,7 @@ impl MongoStoreBuilder {
                     Ok(Ok(options)) => options,
                     Ok(Err(_)) | Err(_) => return Err(does_not_parse()),
                 };
-                durable_by_default(&mut options)?;
+                refuse_unacknowledged(options.write_concern.as_ref())?;
                 options.server_selection_timeout = Some(self.timeout);
                 options.connect_timeout = Some(self.timeout);
                 let address = options
@@ -186,39 +223,52 @@ impl MongoStoreBuilder {
             (Some(handle), Some(name)) if handle.name() != name => handle.client().database(name),
             _ => database,
         };
+        let write_concern = store_write_concern(self.write_concern.as_ref(), &database)?;
         MongoStore::start(
             database,
             &self.jobs,
             &self.executions,
             self.max_params_bytes,
             self.request_timeout,
+            write_concern,
             &address,
         )
         .await
     }
 }
 
-/// Gives `options` a write concern of `w: "majority", j: true` unless the URL set `w` or
-/// `journal` itself (a URL that sets only `wtimeoutMS` keeps its timeout and gets the default):
-/// a job is accepted only once it is in the journal of most members, so neither a crash of the
-/// server that acknowledged it nor a failover loses it. (MongoDB's own default is `majority` on
-/// replica sets, without asking for the journal of a standalone server, and `w: 1` before
-/// version 5.) `w=0` is refused: with unacknowledged writes no transaction can commit, so no
-/// outcome could ever be saved.
-fn durable_by_default(options: &mut ClientOptions) -> Result<()> {
-    let concern = options
-        .write_concern
-        .get_or_insert_with(WriteConcern::default);
-    if concern.w == Some(Acknowledgment::Nodes(0)) {
+/// Refuses unacknowledged writes (`w: 0`): no transaction can commit with them, so no outcome
+/// could ever be saved, and nothing the store accepted would be known to be kept.
+fn refuse_unacknowledged(concern: Option<&WriteConcern>) -> Result<()> {
+    if concern.is_some_and(|c| c.w == Some(Acknowledgment::Nodes(0))) {
         return Err(Error::config(
             "the MongoDB URL asks for unacknowledged writes (w=0); dogs needs acknowledged writes to keep what it accepts",
         ));
     }
-    if concern.w.is_none() && concern.journal.is_none() {
-        concern.w = Some(Acknowledgment::Majority);
-        concern.journal = Some(true);
-    }
     Ok(())
+}
+
+/// The write concern of the store's collections and transactions: the builder's, else
+/// `w: "majority", j: true` with the `wtimeout` of the database's own concern (the URL's or the
+/// handle's), whose `w` and `journal` are not followed: a job is accepted only once it is in
+/// the journal of most members, so neither a crash of the server that acknowledged it nor a
+/// failover loses it. (MongoDB's own default is `majority` on replica sets, without asking for
+/// the journal, and `w: 1` before version 5.)
+fn store_write_concern(chosen: Option<&WriteConcern>, database: &Database) -> Result<WriteConcern> {
+    let concern = match chosen {
+        Some(chosen) => chosen.clone(),
+        None => WriteConcern::builder()
+            .w(Acknowledgment::Majority)
+            .journal(true)
+            .w_timeout(database.write_concern().and_then(|c| c.w_timeout))
+            .build(),
+    };
+    if concern.w == Some(Acknowledgment::Nodes(0)) {
+        return Err(Error::config(
+            "the store's write concern is unacknowledged (w: 0); dogs needs acknowledged writes to keep what it accepts",
+        ));
+    }
+    Ok(concern)
 }
 
 /// Whether every `%` of `url` starts an escape of two hexadecimal digits.
@@ -235,31 +285,47 @@ fn percent_escapes_are_valid(url: &str) -> bool {
 mod tests {
     use super::*;
 
-    /// The write concern the store connects with for `url`.
-    async fn concern_of(url: &str) -> WriteConcern {
-        let mut options = ClientOptions::parse(url).await.unwrap();
-        durable_by_default(&mut options).unwrap();
-        options.write_concern.unwrap()
+    /// The write concern the store's collections get for `url` and the builder's `chosen`.
+    async fn concern_of(url: &str, chosen: Option<WriteConcern>) -> WriteConcern {
+        let options = ClientOptions::parse(url).await.unwrap();
+        let client = Client::with_options(options).unwrap();
+        store_write_concern(chosen.as_ref(), &client.database("dogs")).unwrap()
     }
 
     #[tokio::test]
-    async fn writes_wait_for_the_journal_of_a_majority_unless_the_url_says_otherwise() {
-        let concern = concern_of("mongodb://127.0.0.1:1/?replicaSet=rs0").await;
+    async fn writes_wait_for_the_journal_of_a_majority_unless_the_builder_says_otherwise() {
+        let concern = concern_of("mongodb://127.0.0.1:1/?replicaSet=rs0", None).await;
         assert_eq!(concern.w, Some(Acknowledgment::Majority));
         assert_eq!(concern.journal, Some(true));
 
-        let concern = concern_of("mongodb://127.0.0.1:1/?w=1&journal=false").await;
-        assert_eq!(concern.w, Some(Acknowledgment::Nodes(1)));
-        assert_eq!(concern.journal, Some(false));
+        // The URL's concern is the application's: the store's collections keep their own.
+        let concern = concern_of("mongodb://127.0.0.1:1/?w=1&journal=false", None).await;
+        assert_eq!(concern.w, Some(Acknowledgment::Majority));
+        assert_eq!(concern.journal, Some(true));
 
-        // A URL that sets only a timeout still gets the durable default, its timeout kept.
-        let concern = concern_of("mongodb://127.0.0.1:1/?wtimeoutMS=2500").await;
+        // The URL's timeout is kept.
+        let concern = concern_of("mongodb://127.0.0.1:1/?w=1&wtimeoutMS=2500", None).await;
         assert_eq!(concern.w, Some(Acknowledgment::Majority));
         assert_eq!(concern.journal, Some(true));
         assert_eq!(
             concern.w_timeout,
             Some(std::time::Duration::from_millis(2500))
         );
+
+        // The builder's is the one the store follows.
+        let one = WriteConcern::builder()
+            .w(Acknowledgment::Nodes(1))
+            .journal(false)
+            .build();
+        let concern = concern_of("mongodb://127.0.0.1:1/", Some(one.clone())).await;
+        assert_eq!(concern, one);
+
+        // Reads see what the store wrote: `majority` with `majority` writes, else `local`.
+        use crate::store::read_concern_for;
+        use mongodb::options::ReadConcern;
+        let majority = concern_of("mongodb://127.0.0.1:1/?w=1", None).await;
+        assert_eq!(read_concern_for(&majority), ReadConcern::majority());
+        assert_eq!(read_concern_for(&one), ReadConcern::local());
     }
 
     #[tokio::test]
@@ -270,6 +336,16 @@ mod tests {
             .await
         else {
             panic!("w=0 was accepted");
+        };
+        assert_eq!(error.kind(), dogs_core::ErrorKind::Config, "{error}");
+
+        let Err(error) = MongoStoreBuilder::default()
+            .url("mongodb://127.0.0.1:1/")
+            .write_concern(WriteConcern::builder().w(Acknowledgment::Nodes(0)).build())
+            .connect()
+            .await
+        else {
+            panic!("w: 0 was accepted");
         };
         assert_eq!(error.kind(), dogs_core::ErrorKind::Config, "{error}");
     }

@@ -9,6 +9,16 @@ pub(crate) const DUPLICATE_KEY: i32 = 11000;
 /// MongoDB's write conflict between transactions.
 const WRITE_CONFLICT: i32 = 112;
 
+/// The server codes of a failover, after which a call may succeed on the new primary: a member
+/// that is not (or no longer) the primary, is electing, recovering or shutting down
+/// (`NotWritablePrimary`, `PrimarySteppedDown`, `InterruptedDueToReplStateChange`, …), could
+/// not reach another (`HostUnreachable`, `NetworkTimeout`, …), has no majority snapshot yet
+/// (`ReadConcernMajorityNotAvailableYet`), or did not hear from a majority in time
+/// (`WriteConcernFailed`, a `wtimeoutMS` that ran out: the write may still be applied).
+const FAILOVER: [i32; 15] = [
+    10107, 13435, 10058, 11600, 11602, 13436, 189, 91, 7, 6, 89, 9001, 262, 134, 64,
+];
+
 /// The server code of a command or write error, if it has one.
 pub(crate) fn code(error: &mongodb::error::Error) -> Option<i32> {
     match error.kind.as_ref() {
@@ -21,15 +31,17 @@ pub(crate) fn code(error: &mongodb::error::Error) -> Option<i32> {
 
 /// Maps a driver error met while doing `what` to a dogs error of the right kind.
 ///
-/// Network errors, server selection time-outs, cleared pools and transient transaction errors are
-/// `Unavailable` (retrying later may succeed); a document over the server's size limit is `TooLarge`; everything else is
-/// `Backend`.
+/// Network errors, server selection time-outs, cleared pools, transient transaction errors and
+/// the errors of a failover (the driver retried a retryable write once already) are
+/// `Unavailable` (retrying later may succeed); a document over the server's size limit is
+/// `TooLarge`; everything else is `Backend`.
 pub(crate) fn mongo_error(what: &str, error: mongodb::error::Error) -> Error {
     // A transaction that met a transient error (a write conflict, a failover), or whose commit
     // outcome is unknown, can be run again.
     let transient = error.contains_label(mongodb::error::TRANSIENT_TRANSACTION_ERROR)
         || error.contains_label(mongodb::error::UNKNOWN_TRANSACTION_COMMIT_RESULT)
-        || code(&error) == Some(WRITE_CONFLICT);
+        || error.contains_label(mongodb::error::RETRYABLE_WRITE_ERROR)
+        || code(&error).is_some_and(|c| c == WRITE_CONFLICT || FAILOVER.contains(&c));
     let kind = match error.kind.as_ref() {
         _ if transient => ErrorKind::Unavailable,
         MongoKind::Io(_)
@@ -70,4 +82,38 @@ pub(crate) fn is_duplicate(error: &Error) -> bool {
         source = cause.source();
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use mongodb::bson::doc;
+    use mongodb::error::{CommandError, ErrorKind as MongoKind};
+
+    use super::*;
+
+    fn command_error(code: i32, name: &str) -> mongodb::error::Error {
+        let error: CommandError = mongodb::bson::from_document(
+            doc! { "code": code, "codeName": name, "errmsg": "from a test" },
+        )
+        .unwrap();
+        MongoKind::Command(error).into()
+    }
+
+    #[test]
+    fn the_errors_of_a_failover_are_unavailable() {
+        for (code, name) in [
+            (10107, "NotWritablePrimary"),
+            (189, "PrimarySteppedDown"),
+            (11602, "InterruptedDueToReplStateChange"),
+            (134, "ReadConcernMajorityNotAvailableYet"),
+            (64, "WriteConcernFailed"),
+        ] {
+            let error = mongo_error("testing", command_error(code, name));
+            assert_eq!(error.kind(), ErrorKind::Unavailable, "{name}");
+        }
+        let error = mongo_error("testing", command_error(2, "BadValue"));
+        assert_eq!(error.kind(), ErrorKind::Backend);
+    }
 }

@@ -123,7 +123,10 @@ impl MongoStore {
             let outcome = self
                 .timed("saving job outcomes", async {
                     let mut session = self.inner.database.client().start_session().await?;
-                    session.start_transaction().await?;
+                    session
+                        .start_transaction()
+                        .with_options(self.transaction_options())
+                        .await?;
                     let mut applied = Vec::with_capacity(entries.len());
                     for (entry, record) in entries.iter().zip(&records) {
                         match self.apply(entry, record.as_ref(), now, &mut session).await {

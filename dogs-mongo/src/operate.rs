@@ -269,7 +269,10 @@ impl MongoStore {
         }
         self.timed("cancelling a job", async {
             let mut session = self.inner.database.client().start_session().await?;
-            session.start_transaction().await?;
+            session
+                .start_transaction()
+                .with_options(self.transaction_options())
+                .await?;
             let Some(mut cancelled) = jobs
                 .find_one_and_delete(filter)
                 .session(&mut session)

@@ -1,4 +1,7 @@
-//! Reading jobs and execution records, each with its state by the server's clock.
+//! Reading jobs and execution records, each with its state by the server's clock. A job read
+//! by id (which workers do to learn of a cancellation) is read on the primary with read concern
+//! `majority`; listings, counts and figures, which only show, follow the URL's read preference
+//! and read concern (a dashboard may read a secondary, and see it lag).
 
 use chrono::{DateTime, Utc};
 use dogs_core::{
@@ -58,7 +61,7 @@ impl MongoStore {
         let docs: Vec<Document> = self
             .timed("listing jobs", async {
                 self.inner
-                    .jobs
+                    .jobs_shown
                     .find(filter)
                     .sort(doc! { "_id": order })
                     .skip(u64::try_from(query.offset).unwrap_or(u64::MAX))
@@ -98,7 +101,7 @@ impl MongoStore {
         let docs: Vec<Document> = self
             .timed("counting jobs", async {
                 self.inner
-                    .jobs
+                    .jobs_shown
                     .aggregate(pipeline)
                     .await?
                     .try_collect()
@@ -116,7 +119,7 @@ impl MongoStore {
         let docs: Vec<Document> = self
             .timed("listing recurrent jobs", async {
                 self.inner
-                    .jobs
+                    .jobs_shown
                     .find(doc! { "kind": "recurrent" })
                     .sort(doc! { "name": 1 })
                     .await?
@@ -156,7 +159,7 @@ impl MongoStore {
         let docs: Vec<Document> = self
             .timed("summing executions", async {
                 self.inner
-                    .executions
+                    .executions_shown
                     .aggregate(pipeline)
                     .await?
                     .try_collect()
@@ -177,7 +180,7 @@ impl MongoStore {
         let docs: Vec<Document> = self
             .timed("reading executions", async {
                 self.inner
-                    .executions
+                    .executions_shown
                     .find(filter)
                     .sort(doc! { "started_at": -1, "_id": -1 })
                     .skip(u64::try_from(query.offset).unwrap_or(u64::MAX))

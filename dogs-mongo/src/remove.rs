@@ -57,10 +57,13 @@ impl MongoStore {
         if ids.is_empty() {
             return Ok((0, 0));
         }
+        // The filter again: a document that changed since it was found (a failed job retried)
+        // is not removed.
         let removed = self
             .timed(
                 "pruning",
-                collection.delete_many(doc! { "_id": { "$in": &ids } }),
+                collection
+                    .delete_many(doc! { "$and": [{ "_id": { "$in": &ids } }, filter.clone()] }),
             )
             .await?
             .deleted_count;

@@ -13,7 +13,10 @@ use dogs_core::{
     PruneReport, RecurrentRegistration, Result, RetryBatch, Scheduled, WakeUpSender, WakeUps,
 };
 use mongodb::bson::{doc, Document};
-use mongodb::options::{IndexOptions, ReadPreference, SelectionCriteria};
+use mongodb::options::{
+    CollectionOptions, IndexOptions, ReadConcern, ReadPreference, SelectionCriteria,
+    TransactionOptions, WriteConcern,
+};
 use mongodb::{Collection, Database, IndexModel};
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, DropGuard};
@@ -40,10 +43,22 @@ pub struct MongoStore {
 
 pub(crate) struct Inner {
     pub(crate) database: Database,
+    /// The jobs, read on the primary with read concern `majority` (`local` with a builder's write
+    /// concern weaker than `majority`) and written with the store's write concern, whatever the URL or the handle says: what claims, outcomes and every
+    /// decision of the store read and write.
     pub(crate) jobs: Collection<Document>,
+    /// The execution records, as `jobs`.
     pub(crate) executions: Collection<Document>,
-    /// What is stored about job names (paused, limits): the jobs collection's name and `_names`.
+    /// What is stored about job names (paused, limits): the jobs collection's name and `_names`,
+    /// as `jobs`.
     pub(crate) names: Collection<Document>,
+    /// The jobs for reads that only show them (listings, counts): the URL's or the handle's
+    /// read preference and read concern, so a dashboard may read a secondary.
+    pub(crate) jobs_shown: Collection<Document>,
+    /// The execution records for reads that only show them, as `jobs_shown`.
+    pub(crate) executions_shown: Collection<Document>,
+    /// The write concern of every write and transaction of the store.
+    pub(crate) write_concern: WriteConcern,
     pub(crate) max_params_bytes: usize,
     pub(crate) request_timeout: Duration,
     /// The last reading of the server's clock.
@@ -121,6 +136,27 @@ pub(crate) fn primary() -> SelectionCriteria {
     SelectionCriteria::ReadPreference(ReadPreference::Primary)
 }
 
+/// The read concern that goes with `write_concern`: `majority` (never what a failover could
+/// roll back) with `w: "majority"`; otherwise `local`, since a `majority` read might not yet
+/// see a write acknowledged by fewer members, a claim's own lease among them.
+pub(crate) fn read_concern_for(write_concern: &WriteConcern) -> ReadConcern {
+    if write_concern.w == Some(mongodb::options::Acknowledgment::Majority) {
+        ReadConcern::majority()
+    } else {
+        ReadConcern::local()
+    }
+}
+
+/// The options of the collections the store's correctness depends on: read on the primary with
+/// the read concern that goes with `write_concern`, written with `write_concern`.
+fn strict(write_concern: &WriteConcern) -> CollectionOptions {
+    CollectionOptions::builder()
+        .selection_criteria(primary())
+        .read_concern(read_concern_for(write_concern))
+        .write_concern(write_concern.clone())
+        .build()
+}
+
 impl MongoStore {
     /// Connects to `url` (database from the URL, else `dogs`) and creates the indexes.
     pub async fn connect(url: &str) -> Result<Self> {
@@ -141,6 +177,7 @@ impl MongoStore {
         executions: &str,
         max_params_bytes: usize,
         request_timeout: Duration,
+        write_concern: WriteConcern,
         address: &str,
     ) -> Result<Self> {
         let unreachable = |e: Error| {
@@ -154,9 +191,13 @@ impl MongoStore {
         let stop = CancellationToken::new();
         let store = MongoStore {
             inner: Arc::new(Inner {
-                jobs: database.collection(jobs),
-                executions: database.collection(executions),
-                names: database.collection(&format!("{jobs}_names")),
+                jobs: database.collection_with_options(jobs, strict(&write_concern)),
+                executions: database.collection_with_options(executions, strict(&write_concern)),
+                names: database
+                    .collection_with_options(&format!("{jobs}_names"), strict(&write_concern)),
+                jobs_shown: database.collection(jobs),
+                executions_shown: database.collection(executions),
+                write_concern,
                 database,
                 max_params_bytes,
                 request_timeout,
@@ -283,6 +324,17 @@ impl MongoStore {
     /// so a crash between them can lose a record, never an outcome.
     pub fn has_transactions(&self) -> bool {
         self.inner.replicated
+    }
+
+    /// The options of every transaction of the store: on the primary, read concern `majority`
+    /// (with the default write concern), committed with the store's write concern (whatever the
+    /// URL's or the handle's defaults).
+    pub(crate) fn transaction_options(&self) -> TransactionOptions {
+        TransactionOptions::builder()
+            .selection_criteria(primary())
+            .read_concern(read_concern_for(&self.inner.write_concern))
+            .write_concern(self.inner.write_concern.clone())
+            .build()
     }
 
     /// `work`, failing with `Unavailable` when the server does not answer within the request
