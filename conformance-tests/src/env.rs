@@ -4,6 +4,9 @@
 //! - `DOGS_POSTGRES_URL`, `DOGS_REDIS_URL`, `DOGS_MONGO_URL` point the tests at running servers.
 //! - Where one is unset and a Docker engine is reachable, the suite starts the official image with
 //!   testcontainers, for the length of the test binary's run.
+//! - `DOGS_PGBOUNCER_URL` points the `postgres_pgbouncer` target at a PgBouncer in transaction
+//!   pooling mode in front of the `DOGS_POSTGRES_URL` server (`scripts/test` starts one where
+//!   PgBouncer is installed); no container is started for it.
 //! - Otherwise the backend's tests are skipped with one line saying why; with
 //!   `DOGS_REQUIRE=postgres,redis,mongo` (set by CI) a skipped backend is a failure.
 
@@ -182,6 +185,43 @@ pub fn find_server(server: Server) -> Result<ServerHandle, String> {
             server.backend_name()
         )),
     }
+}
+
+/// The variable that names a PgBouncer (transaction pooling) in front of the PostgreSQL server.
+pub const PGBOUNCER_URL_VARIABLE: &str = "DOGS_PGBOUNCER_URL";
+
+/// A PgBouncer in transaction pooling mode and the PostgreSQL server behind it.
+#[derive(Debug, Clone)]
+pub struct PooledServer {
+    /// The pooler's URL (`DOGS_PGBOUNCER_URL`).
+    pub pooler_url: String,
+    /// The server's own URL (`DOGS_POSTGRES_URL`), for what needs a session of its own.
+    pub direct_url: String,
+}
+
+/// Finds the PgBouncer of `DOGS_PGBOUNCER_URL` and the server of `DOGS_POSTGRES_URL` behind it.
+/// `Err` says why they cannot be had: both must be set, since no container is started for them.
+pub fn find_pgbouncer() -> Result<PooledServer, String> {
+    let set = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .filter(|url| !url.trim().is_empty())
+    };
+    let Some(pooler_url) = set(PGBOUNCER_URL_VARIABLE) else {
+        return Err(format!(
+            "{PGBOUNCER_URL_VARIABLE} is unset (scripts/test starts PgBouncer where it is installed)"
+        ));
+    };
+    let direct = Server::Postgres.url_variable();
+    let Some(direct_url) = set(direct) else {
+        return Err(format!(
+            "{PGBOUNCER_URL_VARIABLE} is set but {direct}, the server behind it, is not"
+        ));
+    };
+    Ok(PooledServer {
+        pooler_url,
+        direct_url,
+    })
 }
 
 /// A namespace (schema, key prefix, database name) no other test uses: lower case letters,

@@ -5,33 +5,120 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use dogs_core::{Error, JobStore, Result};
 use dogs_postgres::sqlx::{self, Connection};
-use dogs_postgres::PostgresStore;
+use dogs_postgres::{PostgresStore, PostgresStoreBuilder};
 
 use crate::backend::Backend;
 
-/// Runs the suite on [`PostgresStore`]s, each namespace a schema of the server at `url`.
+/// Where stores connect: a PostgreSQL server, or a PgBouncer in transaction pooling mode in
+/// front of one.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The URL stores connect to.
+    url: String,
+    /// The server's own URL, when `url` is a pooler in front of it.
+    direct_url: Option<String>,
+}
+
+impl Target {
+    /// Stores connect to the server at `url`.
+    pub fn direct(url: impl Into<String>) -> Self {
+        Target {
+            url: url.into(),
+            direct_url: None,
+        }
+    }
+
+    /// Stores connect through the PgBouncer (transaction pooling) at `pooler_url`, in front of
+    /// the server at `direct_url`, which they listen on for wake-ups.
+    pub fn through_pgbouncer(pooler_url: impl Into<String>, direct_url: impl Into<String>) -> Self {
+        Target {
+            url: pooler_url.into(),
+            direct_url: Some(direct_url.into()),
+        }
+    }
+
+    /// Whether stores connect through a pooler.
+    pub fn pooled(&self) -> bool {
+        self.direct_url.is_some()
+    }
+
+    /// The URL stores connect to.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The server's own URL.
+    pub fn server_url(&self) -> &str {
+        self.direct_url.as_deref().unwrap_or(&self.url)
+    }
+
+    /// A builder for a store in `schema` at the target: through a pooler, in transaction
+    /// pooling mode with wake-ups on a connection of its own to the server.
+    pub fn builder(&self, schema: &str) -> PostgresStoreBuilder {
+        let builder = PostgresStore::builder().url(&self.url).schema(schema);
+        match &self.direct_url {
+            None => builder,
+            Some(direct_url) => builder.transaction_pooling(true).listen_url(direct_url),
+        }
+    }
+
+    /// A small pool of connections to the server (never through the pooler), for what a case
+    /// does behind the stores' back, again and again.
+    pub async fn server_pool(&self) -> sqlx::PgPool {
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(2)
+            .connect(self.server_url())
+            .await
+            .unwrap_or_else(|e| panic!("connecting to the server failed: {e}"))
+    }
+
+    /// A connection of its own to the server (never through the pooler), for what a case or
+    /// the clean-up does behind the stores' back.
+    pub async fn server(&self) -> Result<sqlx::PgConnection> {
+        sqlx::PgConnection::connect(self.server_url())
+            .await
+            .map_err(|e| Error::unavailable("connecting to the server").with_source(e))
+    }
+}
+
+/// Runs the suite on [`PostgresStore`]s, each namespace a schema of the server at the
+/// [`Target`].
 #[derive(Debug, Clone)]
 pub struct PostgresBackend {
-    url: String,
+    target: Target,
 }
 
 impl PostgresBackend {
     /// The backend for the server at `url`.
     pub fn new(url: impl Into<String>) -> Self {
-        PostgresBackend { url: url.into() }
+        PostgresBackend {
+            target: Target::direct(url),
+        }
+    }
+
+    /// The backend whose stores connect through the PgBouncer (transaction pooling) at
+    /// `pooler_url`, with LISTEN on a connection of their own to the server at `direct_url`.
+    pub fn through_pgbouncer(pooler_url: impl Into<String>, direct_url: impl Into<String>) -> Self {
+        PostgresBackend {
+            target: Target::through_pgbouncer(pooler_url, direct_url),
+        }
     }
 }
 
 #[async_trait]
 impl Backend for PostgresBackend {
     fn name(&self) -> &'static str {
-        "postgres"
+        if self.target.pooled() {
+            "postgres_pgbouncer"
+        } else {
+            "postgres"
+        }
     }
 
     async fn open(&self, namespace: &str) -> Result<Arc<dyn JobStore>> {
-        let store = PostgresStore::builder()
-            .url(&self.url)
-            .schema(namespace)
+        let store = self
+            .target
+            .builder(namespace)
             .max_connections(6)
             .connect()
             .await?;
@@ -39,9 +126,7 @@ impl Backend for PostgresBackend {
     }
 
     async fn cleanup(&self, namespace: &str) -> Result<()> {
-        let mut conn = sqlx::PgConnection::connect(&self.url)
-            .await
-            .map_err(|e| Error::unavailable("connecting for cleanup").with_source(e))?;
+        let mut conn = self.target.server().await?;
         sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{namespace}\" CASCADE"))
             .execute(&mut conn)
             .await
@@ -51,7 +136,8 @@ impl Backend for PostgresBackend {
 }
 
 /// What only PostgreSQL offers, run with the suite on the same server: each case opens its own
-/// [`PostgresStore`] in the case's namespace.
+/// [`PostgresStore`] in the case's namespace. Through a pooler, the cases that make sense there
+/// run too ([`pooled_cases`](specific::pooled_cases)).
 pub mod specific {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
@@ -59,55 +145,79 @@ pub mod specific {
 
     use dogs_core::prelude::*;
     use dogs_core::{ErrorKind, JobQuery, JobStore, NewJob};
-    use dogs_postgres::sqlx::postgres::PgListener;
+    use dogs_postgres::sqlx::postgres::{PgListener, PgPool};
     use dogs_postgres::sqlx::{self, Row};
     use dogs_postgres::PostgresStore;
     use serde_json::json;
 
+    use super::Target;
     use crate::harness::{Case, TestContext};
     use crate::support::*;
 
     /// The PostgreSQL-only cases, for the server at `url`.
     pub fn cases(url: &str) -> Vec<Case> {
-        let case = |name: &'static str, run: fn(TestContext, String) -> CaseFuture| {
-            let url = url.to_owned();
-            Case::new(name, move |ctx| run(ctx, url.clone()))
+        all_cases(Target::direct(url))
+            .into_iter()
+            .map(|(case, _)| case)
+            .collect()
+    }
+
+    /// The PostgreSQL-only cases that make sense through a pooler, for the PgBouncer
+    /// (transaction pooling) at `pooler_url` in front of the server at `direct_url`: all but the
+    /// connection errors, and `SERIALIZABLE` by default, which needs a startup option the pooler
+    /// refuses.
+    pub fn pooled_cases(pooler_url: &str, direct_url: &str) -> Vec<Case> {
+        all_cases(Target::through_pgbouncer(pooler_url, direct_url))
+            .into_iter()
+            .filter(|(_, through_pooler)| *through_pooler)
+            .map(|(case, _)| case)
+            .collect()
+    }
+
+    /// Every case, and whether it runs through a pooler.
+    fn all_cases(target: Target) -> Vec<(Case, bool)> {
+        let case = |name: &'static str, run: fn(TestContext, Target) -> CaseFuture| {
+            let target = target.clone();
+            Case::new(name, move |ctx| run(ctx, target.clone()))
         };
+        let pooled = |case: Case| (case, true);
+        let direct_only = |case: Case| (case, false);
         vec![
-            case("postgres_transactional_scheduling", |c, u| {
-                Box::pin(transactional_scheduling(c, u))
-            }),
-            case("postgres_claim_uses_index", |c, u| {
-                Box::pin(claim_uses_index(c, u))
-            }),
-            case("postgres_concurrent_migrations", |c, u| {
-                Box::pin(concurrent_migrations(c, u))
-            }),
-            case("postgres_bulk_notifies_once", |c, u| {
-                Box::pin(bulk_notifies_once(c, u))
-            }),
-            case("postgres_listener_reconnects", |c, u| {
-                Box::pin(listener_reconnects(c, u))
-            }),
-            case("postgres_bad_connection", |c, u| {
-                Box::pin(bad_connection(c, u))
-            }),
-            case("postgres_serializable", |c, u| Box::pin(serializable(c, u))),
-            case("postgres_claim_keeps_what_it_leased", |c, u| {
-                Box::pin(claim_keeps_what_it_leased(c, u))
-            }),
-            case("postgres_tries_at_the_top", |c, u| {
-                Box::pin(tries_at_the_top(c, u))
-            }),
+            pooled(case("postgres_transactional_scheduling", |c, t| {
+                Box::pin(transactional_scheduling(c, t))
+            })),
+            pooled(case("postgres_claim_uses_index", |c, t| {
+                Box::pin(claim_uses_index(c, t))
+            })),
+            pooled(case("postgres_concurrent_migrations", |c, t| {
+                Box::pin(concurrent_migrations(c, t))
+            })),
+            pooled(case("postgres_bulk_notifies_once", |c, t| {
+                Box::pin(bulk_notifies_once(c, t))
+            })),
+            pooled(case("postgres_listener_reconnects", |c, t| {
+                Box::pin(listener_reconnects(c, t))
+            })),
+            direct_only(case("postgres_bad_connection", |c, t| {
+                Box::pin(bad_connection(c, t))
+            })),
+            direct_only(case("postgres_serializable", |c, t| {
+                Box::pin(serializable(c, t))
+            })),
+            pooled(case("postgres_claim_keeps_what_it_leased", |c, t| {
+                Box::pin(claim_keeps_what_it_leased(c, t))
+            })),
+            pooled(case("postgres_tries_at_the_top", |c, t| {
+                Box::pin(tries_at_the_top(c, t))
+            })),
         ]
     }
 
     type CaseFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
-    async fn open(ctx: &TestContext, url: &str) -> PostgresStore {
-        PostgresStore::builder()
-            .url(url)
-            .schema(ctx.namespace())
+    async fn open(ctx: &TestContext, target: &Target) -> PostgresStore {
+        target
+            .builder(ctx.namespace())
             .max_connections(4)
             .connect()
             .await
@@ -115,8 +225,8 @@ pub mod specific {
     }
 
     /// A job scheduled in a transaction exists if and only if the transaction commits.
-    pub async fn transactional_scheduling(ctx: TestContext, url: String) {
-        let store = open(&ctx, &url).await;
+    pub async fn transactional_scheduling(ctx: TestContext, target: Target) {
+        let store = open(&ctx, &target).await;
         let ran = Arc::new(AtomicUsize::new(0));
         let counter = ran.clone();
         let job = EventJob::new("in-tx", move |_: u32, _ctx: JobContext| {
@@ -161,10 +271,10 @@ pub mod specific {
 
     /// With many finished, failed and future jobs present, the claim reads the index of due
     /// jobs and no table scan.
-    pub async fn claim_uses_index(ctx: TestContext, url: String) {
-        let store = open(&ctx, &url).await;
+    pub async fn claim_uses_index(ctx: TestContext, target: Target) {
+        let store = open(&ctx, &target).await;
         let s = format!("\"{}\"", ctx.namespace());
-        let mut conn = store.pool().acquire().await.unwrap();
+        let mut conn = target.server().await.unwrap();
         for sql in [
             format!(
                 "INSERT INTO {s}.jobs (name, kind, params, run_at, state)
@@ -188,7 +298,7 @@ pub mod specific {
             ),
             format!("ANALYZE {s}.jobs"),
         ] {
-            sqlx::query(&sql).execute(&mut *conn).await.unwrap();
+            sqlx::query(&sql).execute(&mut conn).await.unwrap();
         }
         let plan = store.explain_claim(&["work", "other"], 32).await.unwrap();
         assert!(
@@ -209,23 +319,17 @@ pub mod specific {
     }
 
     /// Many processes migrating one schema at once: all succeed, each migration applies once.
-    pub async fn concurrent_migrations(ctx: TestContext, url: String) {
+    pub async fn concurrent_migrations(ctx: TestContext, target: Target) {
         let schema = ctx.namespace().to_owned();
-        let mut conn = open(&ctx, &url).await.pool().acquire().await.unwrap();
+        open(&ctx, &target).await;
+        let mut conn = target.server().await.unwrap();
         sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
-            .execute(&mut *conn)
+            .execute(&mut conn)
             .await
             .unwrap();
         let starts = (0..8).map(|_| {
-            let (url, schema) = (url.clone(), schema.clone());
-            tokio::spawn(async move {
-                PostgresStore::builder()
-                    .url(url)
-                    .schema(schema)
-                    .max_connections(1)
-                    .connect()
-                    .await
-            })
+            let builder = target.builder(&schema).max_connections(1);
+            tokio::spawn(builder.connect())
         });
         for started in futures::future::join_all(starts).await {
             started
@@ -234,20 +338,20 @@ pub mod specific {
         }
         let versions: Vec<i32> =
             sqlx::query_scalar(&format!("SELECT version FROM \"{schema}\".migrations"))
-                .fetch_all(&mut *conn)
+                .fetch_all(&mut conn)
                 .await
                 .unwrap();
         assert_eq!(versions, vec![1, 2, 3, 4, 5]);
-        let store = open(&ctx, &url).await;
+        let store = open(&ctx, &target).await;
         store.migrate().await.unwrap();
         schedule_new(&store, NewJob::new("after", json!({}))).await;
     }
 
     /// A bulk insert of many due jobs sends one notification, not one per row.
-    pub async fn bulk_notifies_once(ctx: TestContext, url: String) {
-        let store = open(&ctx, &url).await;
+    pub async fn bulk_notifies_once(ctx: TestContext, target: Target) {
+        let store = open(&ctx, &target).await;
         let channel = format!("{}_wake", ctx.namespace());
-        let mut listener = PgListener::connect_with(store.pool()).await.unwrap();
+        let mut listener = PgListener::connect(target.server_url()).await.unwrap();
         listener.listen(&channel).await.unwrap();
         let jobs = (0..200).map(|i| NewJob::new("bulk", json!(i))).collect();
         for outcome in store.schedule_many(jobs).await.unwrap() {
@@ -255,7 +359,7 @@ pub mod specific {
         }
         sqlx::query("SELECT pg_notify($1, 'end')")
             .bind(&channel)
-            .execute(store.pool())
+            .execute(&mut target.server().await.unwrap())
             .await
             .unwrap();
         let mut wake_ups = 0;
@@ -281,8 +385,8 @@ pub mod specific {
     }
 
     /// When the LISTEN connection is killed, the store reconnects and wake-ups work again.
-    pub async fn listener_reconnects(ctx: TestContext, url: String) {
-        let store = open(&ctx, &url).await;
+    pub async fn listener_reconnects(ctx: TestContext, target: Target) {
+        let store = open(&ctx, &target).await;
         let started = log::<u32>();
         let recorder = started.clone();
         let job = EventJob::new("wake", move |n: u32, _ctx: JobContext| {
@@ -300,10 +404,11 @@ pub mod specific {
             .await
             .unwrap();
         let listen = format!("LISTEN \"{}_wake\"", ctx.namespace());
-        let listeners = |store: PostgresStore, listen: String| async move {
+        let server = target.server_pool().await;
+        let listeners = |server: PgPool, listen: String| async move {
             sqlx::query("SELECT pid FROM pg_stat_activity WHERE query LIKE $1 || '%'")
                 .bind(listen)
-                .fetch_all(store.pool())
+                .fetch_all(&server)
                 .await
                 .unwrap()
                 .iter()
@@ -311,7 +416,7 @@ pub mod specific {
                 .collect::<Vec<i32>>()
         };
         let first = wait_for("the LISTEN connection", DEADLINE, || async {
-            listeners(store.clone(), listen.clone())
+            listeners(server.clone(), listen.clone())
                 .await
                 .first()
                 .copied()
@@ -319,11 +424,11 @@ pub mod specific {
         .await;
         sqlx::query("SELECT pg_terminate_backend($1)")
             .bind(first)
-            .execute(store.pool())
+            .execute(&server)
             .await
             .unwrap();
         wait_until("a new LISTEN connection", DEADLINE, || async {
-            listeners(store.clone(), listen.clone())
+            listeners(server.clone(), listen.clone())
                 .await
                 .iter()
                 .any(|pid| *pid != first)
@@ -346,7 +451,7 @@ pub mod specific {
 
     /// A URL that does not parse is `Config`; a server that cannot be reached is `Unavailable`,
     /// naming the address and never the password.
-    pub async fn bad_connection(_ctx: TestContext, _url: String) {
+    pub async fn bad_connection(_ctx: TestContext, _target: Target) {
         let error = PostgresStore::connect("definitely not a url")
             .await
             .unwrap_err();
@@ -376,16 +481,30 @@ pub mod specific {
         assert_eq!(error.kind(), ErrorKind::Config, "{error}");
         let builder = PostgresStore::builder().url("postgres://app:hunter2secret@db/app");
         assert!(!format!("{builder:?}").contains("hunter2secret"));
+        let error = PostgresStore::builder()
+            .url("postgres://app@127.0.0.1:1/app")
+            .transaction_pooling(true)
+            .listen_url("definitely not a url")
+            .connect()
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Config, "{error}");
+        let builder = PostgresStore::builder()
+            .url("postgres://app@pooler/app")
+            .listen_url("postgres://app:hunter2secret@db/app");
+        assert!(!format!("{builder:?}").contains("hunter2secret"));
     }
 
     /// On a database whose default isolation is serializable, racing claimers, finishes and
     /// schedules meet serialization failures; each is retried, none is dropped: every call
     /// succeeds and every job is claimed exactly once.
-    pub async fn serializable(ctx: TestContext, url: String) {
+    pub async fn serializable(ctx: TestContext, target: Target) {
+        let url = target.url();
         let separator = if url.contains('?') { '&' } else { '?' };
-        let url =
-            format!("{url}{separator}options=-c%20default_transaction_isolation%3Dserializable");
-        let store = open(&ctx, &url).await;
+        let target = Target::direct(format!(
+            "{url}{separator}options=-c%20default_transaction_isolation%3Dserializable"
+        ));
+        let store = open(&ctx, &target).await;
         let isolation: String = sqlx::query_scalar("SHOW transaction_isolation")
             .fetch_one(store.pool())
             .await
@@ -465,8 +584,8 @@ pub mod specific {
 
     /// A claim whose write that fails an unreadable record meets an error still hands out the
     /// jobs it leased, instead of failing and leaving them leased until their leases end.
-    pub async fn claim_keeps_what_it_leased(ctx: TestContext, url: String) {
-        let store = open(&ctx, &url).await;
+    pub async fn claim_keeps_what_it_leased(ctx: TestContext, target: Target) {
+        let store = open(&ctx, &target).await;
         let s = format!("\"{}\"", ctx.namespace());
         for sql in [
             // A record written by hand: negative tries cannot be read.
@@ -484,7 +603,10 @@ pub mod specific {
                  WHEN (NEW.state = 'failed') EXECUTE FUNCTION {s}.refuse_failing()"
             ),
         ] {
-            sqlx::query(&sql).execute(store.pool()).await.unwrap();
+            sqlx::query(&sql)
+                .execute(&mut target.server().await.unwrap())
+                .await
+                .unwrap();
         }
         let mut good = Vec::new();
         for i in 0..3 {
@@ -506,14 +628,14 @@ pub mod specific {
 
     /// A record whose `tries` was written by hand at the top of `integer`'s range does not make
     /// every claim of its name fail with an overflow.
-    pub async fn tries_at_the_top(ctx: TestContext, url: String) {
-        let store = open(&ctx, &url).await;
+    pub async fn tries_at_the_top(ctx: TestContext, target: Target) {
+        let store = open(&ctx, &target).await;
         let s = format!("\"{}\"", ctx.namespace());
         sqlx::query(&format!(
             "INSERT INTO {s}.jobs (name, kind, params, run_at, state, tries)
              VALUES ('top', 'event', '{{}}', now() - interval '1 second', 'pending', 2147483647)"
         ))
-        .execute(store.pool())
+        .execute(&mut target.server().await.unwrap())
         .await
         .unwrap();
         let good = schedule_new(&store, NewJob::new("top", json!(1))).await;

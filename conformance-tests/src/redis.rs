@@ -1,4 +1,5 @@
-//! The Redis backend of the suite: one key prefix per namespace.
+//! The Redis backend of the suite: one key prefix per namespace, on one server or on a Redis
+//! Cluster.
 
 use std::sync::Arc;
 
@@ -8,23 +9,53 @@ use dogs_redis::RedisStore;
 
 use crate::backend::Backend;
 
-/// Runs the suite on [`RedisStore`]s, each namespace a key prefix on the server at `url`.
+/// The variable that names a Redis Cluster for the `redis_cluster` target, as a
+/// `redis+cluster://host1:port1,host2:port2` URL (`scripts/test` starts one where `redis-server`
+/// is installed: 3 masters and 3 replicas on loopback).
+pub const CLUSTER_URL_VARIABLE: &str = "DOGS_REDIS_CLUSTER_URL";
+
+/// The cluster URL of `DOGS_REDIS_CLUSTER_URL`, or why there is none (no container is started
+/// for a cluster).
+pub fn find_cluster() -> Result<String, String> {
+    std::env::var(CLUSTER_URL_VARIABLE)
+        .ok()
+        .filter(|url| !url.trim().is_empty())
+        .ok_or_else(|| {
+            format!("{CLUSTER_URL_VARIABLE} is unset (scripts/test starts a local Redis Cluster where redis-server is installed)")
+        })
+}
+
+/// Runs the suite on [`RedisStore`]s, each namespace a key prefix on the server (or cluster) at
+/// `url`.
 #[derive(Debug, Clone)]
 pub struct RedisBackend {
     url: String,
+    name: &'static str,
 }
 
 impl RedisBackend {
     /// The backend for the server at `url`.
     pub fn new(url: impl Into<String>) -> Self {
-        RedisBackend { url: url.into() }
+        RedisBackend {
+            url: url.into(),
+            name: "redis",
+        }
+    }
+
+    /// The backend for the Redis Cluster at `url` (a `redis+cluster://` URL), named
+    /// `redis_cluster`.
+    pub fn cluster(url: impl Into<String>) -> Self {
+        RedisBackend {
+            url: url.into(),
+            name: "redis_cluster",
+        }
     }
 }
 
 #[async_trait]
 impl Backend for RedisBackend {
     fn name(&self) -> &'static str {
-        "redis"
+        self.name
     }
 
     async fn open(&self, namespace: &str) -> Result<Arc<dyn JobStore>> {

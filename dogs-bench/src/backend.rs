@@ -8,12 +8,20 @@ use dogs_core::{Error, JobStore, Result, WakeUps};
 pub enum Backend {
     Memory,
     Postgres(String),
-    Redis(String),
+    /// A Redis server or cluster URL, and how many replicas must confirm each write.
+    Redis(String, u32),
     Mongo(String),
 }
 
 fn env(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+fn cluster_url() -> String {
+    env(
+        "DOGS_REDIS_CLUSTER_URL",
+        "redis+cluster://127.0.0.1:7100,127.0.0.1:7101,127.0.0.1:7102",
+    )
 }
 
 impl Backend {
@@ -24,7 +32,11 @@ impl Backend {
                 "DOGS_POSTGRES_URL",
                 "postgres://postgres@127.0.0.1:5432/test",
             )),
-            "redis" => Backend::Redis(env("DOGS_REDIS_URL", "redis://127.0.0.1:6379")),
+            "redis" => Backend::Redis(env("DOGS_REDIS_URL", "redis://127.0.0.1:6379"), 0),
+            // A Redis Cluster (`DOGS_REDIS_CLUSTER_URL`, a `redis+cluster://` URL), without and
+            // with writes that wait for a replica.
+            "redis_cluster" => Backend::Redis(cluster_url(), 0),
+            "redis_cluster_wait" => Backend::Redis(cluster_url(), 1),
             "mongo" => Backend::Mongo(env(
                 "DOGS_MONGO_URL",
                 "mongodb://127.0.0.1:27017/?directConnection=true",
@@ -45,13 +57,13 @@ impl Backend {
                     .connect()
                     .await?,
             ),
-            Backend::Redis(url) => Arc::new(
-                dogs_redis::RedisStore::builder()
-                    .url(url)
-                    .prefix(namespace)
-                    .connect()
-                    .await?,
-            ),
+            Backend::Redis(url, wait) => {
+                let mut builder = dogs_redis::RedisStore::builder().url(url).prefix(namespace);
+                if *wait > 0 {
+                    builder = builder.wait_for_replicas(*wait, std::time::Duration::from_secs(5));
+                }
+                Arc::new(builder.connect().await?)
+            }
             Backend::Mongo(url) => Arc::new(
                 dogs_mongo::MongoStore::builder()
                     .url(url)
@@ -77,7 +89,7 @@ impl Backend {
                 .map(|_| ())
                 .map_err(|e| fail(e.to_string()))
             }
-            Backend::Redis(url) => {
+            Backend::Redis(url, _) => {
                 dogs_redis::RedisStore::builder()
                     .url(url)
                     .prefix(namespace)
@@ -104,7 +116,7 @@ impl Backend {
         match self {
             Backend::Memory => None,
             Backend::Postgres(_) => Some("postgres"),
-            Backend::Redis(_) => Some("redis-server"),
+            Backend::Redis(..) => Some("redis-server"),
             Backend::Mongo(_) => Some("secantusd-rs"),
         }
     }

@@ -202,7 +202,7 @@ async fn fill(backend: &Backend, namespace: &str, count: usize) -> Outcome<()> {
             }
             Ok(())
         }
-        Backend::Redis(url) => {
+        Backend::Redis(url, _) => {
             let store = dogs_redis::RedisStore::builder()
                 .url(url)
                 .prefix(namespace)

@@ -3,7 +3,7 @@
 //! ```text
 //! dogs-bench <scenario> <backend> [--runs N] [--jobs N] [--history on|off] [--prefetch N] [--auto-extend on|off] [--json FILE]
 //!   scenario: enqueue | drain | latency | depth | recurrent | history | overhead | overview
-//!   backend:  memory | postgres | redis | mongo
+//!   backend:  memory | postgres | redis | redis_cluster | redis_cluster_wait | mongo
 //! ```
 //!
 //! `--history off` drains jobs that keep no execution record (`save_executions_for` zero);
@@ -12,8 +12,9 @@
 //! off, then on. `overview` times a dashboard's reads with few and with `--stored N` (1,000,000)
 //! future jobs stored, and drains beside a dashboard refreshing every 2 s.
 //!
-//! Servers come from `DOGS_POSTGRES_URL`, `DOGS_REDIS_URL` and `DOGS_MONGO_URL` (defaults: the
-//! local servers `scripts/test` uses). Each run uses a fresh namespace, removed afterwards. Every
+//! Servers come from `DOGS_POSTGRES_URL`, `DOGS_REDIS_URL`, `DOGS_REDIS_CLUSTER_URL` and
+//! `DOGS_MONGO_URL` (defaults: the local servers `scripts/test` uses; the cluster on ports 7100 to
+//! 7102). Each run uses a fresh namespace, removed afterwards. Every
 //! figure is the median of the runs, with min and max.
 
 /// With the `mimalloc` feature, the process allocates through mimalloc instead of the system's
@@ -112,7 +113,7 @@ fn parse_args() -> Result<Settings, String> {
     Ok(settings)
 }
 
-const USAGE: &str = "usage: dogs-bench <enqueue|drain|latency|depth|recurrent|history|overhead|overview> <memory|postgres|redis|mongo> [--runs N] [--jobs N] [--records N] [--stored N] [--history on|off] [--prefetch N] [--auto-extend on|off] [--json FILE]";
+const USAGE: &str = "usage: dogs-bench <enqueue|drain|latency|depth|recurrent|history|overhead|overview> <memory|postgres|redis|redis_cluster|redis_cluster_wait|mongo> [--runs N] [--jobs N] [--records N] [--stored N] [--history on|off] [--prefetch N] [--auto-extend on|off] [--json FILE]";
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {

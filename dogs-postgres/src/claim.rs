@@ -11,7 +11,7 @@ use sqlx::postgres::PgRow;
 use crate::decode::{claimed_from_row, get};
 use crate::error::db_error;
 use crate::sql::{millis, parse_id};
-use crate::store::PostgresStore;
+use crate::store::{Conn, PostgresStore};
 
 /// The claim's candidate query with its inputs named (the schema placeholder is left in).
 pub(crate) fn claim_candidates(names: &str, lock_ms: &str, limit: &str, now: &str) -> String {
@@ -49,16 +49,17 @@ impl PostgresStore {
         let limit = i32::try_from(limit).unwrap_or(i32::MAX);
         let caps = &vec![limit; names.len()];
         let lines: Vec<String> = self
-            .attempt("explaining the claim", move || async move {
-                let mut conn = self.conn().await?;
-                sqlx::query_scalar(query)
+            .attempt("explaining the claim", move |mut conn: Conn| async move {
+                let outcome = sqlx::query_scalar(query)
                     .bind(names)
                     .bind(lock_ms)
                     .bind(limit)
                     .bind(caps)
+                    .persistent(self.persistent())
                     .fetch_all(&mut *conn)
                     .await
-                    .map_err(|e| db_error("explaining the claim", e))
+                    .map_err(|e| db_error("explaining the claim", e));
+                (conn, outcome)
             })
             .await?;
         Ok(lines.join("\n"))
@@ -79,17 +80,18 @@ impl PostgresStore {
             .map(|n| i32::try_from(n.cap(request.limit)).unwrap_or(i32::MAX))
             .collect();
         let rows = self
-            .attempt("claiming jobs", move || async move {
-                let mut conn = self.conn().await?;
-                sqlx::query(&self.inner.sql.claim)
+            .attempt("claiming jobs", move |mut conn: Conn| async move {
+                let outcome = sqlx::query(&self.inner.sql.claim)
                     .bind(names)
                     .bind(lock_ms)
                     .bind(caps)
                     .bind(limit)
                     .bind(&request.worker_id)
+                    .persistent(self.persistent())
                     .fetch_all(&mut *conn)
                     .await
-                    .map_err(|e| db_error("claiming jobs", e))
+                    .map_err(|e| db_error("claiming jobs", e));
+                (conn, outcome)
             })
             .await?;
         // The statement has committed: from here on, nothing may fail the claim, or the jobs

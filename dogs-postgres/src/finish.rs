@@ -12,7 +12,7 @@ use sqlx::{Postgres, QueryBuilder};
 
 use crate::error::db_error;
 use crate::sql::{fill, millis, parse_id, run_at_binds, tries_i32, EXECUTION_COLUMNS};
-use crate::store::PostgresStore;
+use crate::store::{Conn, PostgresStore};
 
 /// The statements of a schema that end executions.
 pub(crate) struct Statements {
@@ -84,15 +84,16 @@ impl PostgresStore {
             return Err(Error::lock_lost(&lease.job_id));
         };
         let until: Option<DateTime<Utc>> = self
-            .attempt("extending a lease", move || async move {
-                let mut conn = self.conn().await?;
-                sqlx::query_scalar(&self.inner.sql.finish.extend)
+            .attempt("extending a lease", move |mut conn: Conn| async move {
+                let outcome = sqlx::query_scalar(&self.inner.sql.finish.extend)
                     .bind(id)
                     .bind(lease.token.as_str())
                     .bind(millis(lock_time))
+                    .persistent(self.persistent())
                     .fetch_optional(&mut *conn)
                     .await
-                    .map_err(|e| db_error("extending a lease", e))
+                    .map_err(|e| db_error("extending a lease", e));
+                (conn, outcome)
             })
             .await?;
         until.ok_or_else(|| Error::lock_lost(&lease.job_id))
@@ -104,16 +105,20 @@ impl PostgresStore {
             return Err(Error::lock_lost(&lease.job_id));
         };
         let done = self
-            .attempt("storing a job's progress", move || async move {
-                let mut conn = self.conn().await?;
-                sqlx::query(&self.inner.sql.finish.progress)
-                    .bind(id)
-                    .bind(lease.token.as_str())
-                    .bind(progress)
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(|e| db_error("storing a job's progress", e))
-            })
+            .attempt(
+                "storing a job's progress",
+                move |mut conn: Conn| async move {
+                    let outcome = sqlx::query(&self.inner.sql.finish.progress)
+                        .bind(id)
+                        .bind(lease.token.as_str())
+                        .bind(progress)
+                        .persistent(self.persistent())
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(|e| db_error("storing a job's progress", e));
+                    (conn, outcome)
+                },
+            )
             .await?;
         if done.rows_affected() == 0 {
             return Err(Error::lock_lost(&lease.job_id));
@@ -135,13 +140,15 @@ impl PostgresStore {
         };
         let completion = &completion;
         let applied: i64 = self
-            .attempt("saving a job's outcome", move || async move {
+            .attempt("saving a job's outcome", move |mut conn: Conn| async move {
                 let mut q = self.fenced_statement(id, lease, completion, execution);
-                let mut conn = self.conn().await?;
-                q.build_query_scalar()
+                let outcome = q
+                    .build_query_scalar()
+                    .persistent(self.persistent())
                     .fetch_one(&mut *conn)
                     .await
-                    .map_err(|e| db_error("saving a job's outcome", e))
+                    .map_err(|e| db_error("saving a job's outcome", e));
+                (conn, outcome)
             })
             .await?;
         if applied == 0 {
@@ -349,9 +356,8 @@ impl PostgresStore {
         };
         let (ids, tokens, columns) = (&ids, &tokens, &columns);
         let rows: Vec<(i64, String)> = self
-            .attempt("saving job outcomes", move || async move {
-                let mut conn = self.conn().await?;
-                sqlx::query_as(&self.inner.sql.finish.remove_many)
+            .attempt("saving job outcomes", move |mut conn: Conn| async move {
+                let outcome = sqlx::query_as(&self.inner.sql.finish.remove_many)
                     .bind(ids)
                     .bind(tokens)
                     .bind(&columns.execution_id)
@@ -371,18 +377,19 @@ impl PostgresStore {
                     .bind(&columns.worker_id)
                     .bind(&columns.expires_at)
                     .bind(&columns.lease_token)
+                    .persistent(self.persistent())
                     .fetch_all(&mut *conn)
                     .await
-                    .map_err(|e| db_error("saving job outcomes", e))
+                    .map_err(|e| db_error("saving job outcomes", e));
+                (conn, outcome)
             })
             .await?;
         Ok(rows.into_iter().collect())
     }
 
     pub(crate) async fn record(&self, e: &Execution) -> Result<()> {
-        self.attempt("recording an execution", move || async move {
-            let mut conn = self.conn().await?;
-            sqlx::query(&self.inner.sql.finish.record)
+        self.attempt("recording an execution", move |mut conn: Conn| async move {
+            let outcome = sqlx::query(&self.inner.sql.finish.record)
                 .bind(&e.execution_id)
                 .bind(e.job_id.as_str())
                 .bind(&e.name)
@@ -399,9 +406,11 @@ impl PostgresStore {
                 .bind(&e.result)
                 .bind(&e.worker_id)
                 .bind(e.expires_at)
+                .persistent(self.persistent())
                 .execute(&mut *conn)
                 .await
-                .map_err(|e| db_error("recording an execution", e))
+                .map_err(|e| db_error("recording an execution", e));
+            (conn, outcome)
         })
         .await?;
         Ok(())

@@ -32,13 +32,17 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
 
 /// Applies the migrations `schema` lacks, in one transaction per migration, serialised across
 /// processes by an advisory lock on the schema name. Running it again changes nothing.
-pub(crate) async fn migrate(pool: &PgPool, schema: &str) -> Result<()> {
+///
+/// Nothing outlives the transaction (the lock is transaction-scoped, and behind a transaction
+/// pooler the statements are not `persistent`), so it runs through a transaction pooler too.
+pub(crate) async fn migrate(pool: &PgPool, schema: &str, persistent: bool) -> Result<()> {
     let mut tx = pool
         .begin()
         .await
         .map_err(|e| db_error("starting the migration", e))?;
     sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
         .bind(format!("dogs migrations {schema}"))
+        .persistent(persistent)
         .execute(&mut *tx)
         .await
         .map_err(|e| db_error("taking the migration lock", e))?;
@@ -56,6 +60,7 @@ pub(crate) async fn migrate(pool: &PgPool, schema: &str) -> Result<()> {
     let applied: Vec<i32> = sqlx::query_scalar(&format!(
         "SELECT version FROM \"{schema}\".migrations ORDER BY version"
     ))
+    .persistent(persistent)
     .fetch_all(&mut *tx)
     .await
     .map_err(|e| db_error("reading the applied migrations", e))?;
@@ -84,6 +89,7 @@ pub(crate) async fn migrate(pool: &PgPool, schema: &str) -> Result<()> {
         ))
         .bind(version)
         .bind(name)
+        .persistent(persistent)
         .execute(&mut *tx)
         .await
         .map_err(|e| db_error("recording a migration", e))?;

@@ -7,7 +7,7 @@ use dogs_core::{Error, ErrorKind, JobId, NameSettings, Result, RetryBatch, CANCE
 use crate::decode::get;
 use crate::error::db_error;
 use crate::sql::{fill, parse_id, VISIBLE};
-use crate::store::PostgresStore;
+use crate::store::{Conn, PostgresStore};
 
 /// A failed job whose unique identifier a live job of its name holds now.
 const UNIQUE_TAKEN: &str = "j.unique_identifier IS NOT NULL AND EXISTS (
@@ -117,14 +117,15 @@ impl PostgresStore {
         };
         let sql = &self.inner.sql.operate.retry;
         let row = self
-            .attempt("retrying a job", move || async move {
-                let mut conn = self.conn().await?;
-                sqlx::query(sql)
+            .attempt("retrying a job", move |mut conn: Conn| async move {
+                let outcome = sqlx::query(sql)
                     .bind(numeric)
                     .bind(CANCELLED_ERROR)
+                    .persistent(self.persistent())
                     .fetch_optional(&mut *conn)
                     .await
-                    .map_err(|e| db_error("retrying a job", e))
+                    .map_err(|e| db_error("retrying a job", e));
+                (conn, outcome)
             })
             .await?;
         let Some(row) = row else {
@@ -156,16 +157,17 @@ impl PostgresStore {
         // An id of another format goes on after every id of this store.
         let after = after.map(|id| parse_id(id).unwrap_or(i64::MAX));
         let row = self
-            .attempt("retrying failed jobs", move || async move {
-                let mut conn = self.conn().await?;
-                sqlx::query(sql)
+            .attempt("retrying failed jobs", move |mut conn: Conn| async move {
+                let outcome = sqlx::query(sql)
                     .bind(name)
                     .bind(limit)
                     .bind(after)
                     .bind(CANCELLED_ERROR)
+                    .persistent(self.persistent())
                     .fetch_one(&mut *conn)
                     .await
-                    .map_err(|e| db_error("retrying failed jobs", e))
+                    .map_err(|e| db_error("retrying failed jobs", e));
+                (conn, outcome)
             })
             .await?;
         let found = get::<i64>(&row, "found")?;
@@ -180,15 +182,16 @@ impl PostgresStore {
         dogs_core::validate_name(name)?;
         let sql = &self.inner.sql.operate.set_paused;
         let channel = &crate::store::channel(&self.inner.schema);
-        self.attempt("pausing a job name", move || async move {
-            let mut conn = self.conn().await?;
-            sqlx::query(sql)
+        self.attempt("pausing a job name", move |mut conn: Conn| async move {
+            let outcome = sqlx::query(sql)
                 .bind(name)
                 .bind(paused)
                 .bind(channel)
+                .persistent(self.persistent())
                 .execute(&mut *conn)
                 .await
-                .map_err(|e| db_error("pausing a job name", e))
+                .map_err(|e| db_error("pausing a job name", e));
+            (conn, outcome)
         })
         .await?;
         self.forget_name(name).await
@@ -199,15 +202,16 @@ impl PostgresStore {
         let sql = &self.inner.sql.operate.set_limit;
         let channel = &crate::store::channel(&self.inner.schema);
         let limit = limit.map(|l| i32::try_from(l).unwrap_or(i32::MAX));
-        self.attempt("limiting a job name", move || async move {
-            let mut conn = self.conn().await?;
-            sqlx::query(sql)
+        self.attempt("limiting a job name", move |mut conn: Conn| async move {
+            let outcome = sqlx::query(sql)
                 .bind(name)
                 .bind(limit)
                 .bind(channel)
+                .persistent(self.persistent())
                 .execute(&mut *conn)
                 .await
-                .map_err(|e| db_error("limiting a job name", e))
+                .map_err(|e| db_error("limiting a job name", e));
+            (conn, outcome)
         })
         .await?;
         self.forget_name(name).await
@@ -216,13 +220,14 @@ impl PostgresStore {
     /// Removes a name's row once it holds no setting, so claims of it skip the settings.
     async fn forget_name(&self, name: &str) -> Result<()> {
         let sql = &self.inner.sql.operate.forget_name;
-        self.attempt("updating a job name", move || async move {
-            let mut conn = self.conn().await?;
-            sqlx::query(sql)
+        self.attempt("updating a job name", move |mut conn: Conn| async move {
+            let outcome = sqlx::query(sql)
                 .bind(name)
+                .persistent(self.persistent())
                 .execute(&mut *conn)
                 .await
-                .map_err(|e| db_error("updating a job name", e))
+                .map_err(|e| db_error("updating a job name", e));
+            (conn, outcome)
         })
         .await?;
         Ok(())
@@ -231,13 +236,17 @@ impl PostgresStore {
     pub(crate) async fn read_settings(&self) -> Result<Vec<NameSettings>> {
         let sql = &self.inner.sql.operate.settings;
         let rows = self
-            .attempt("reading job name settings", move || async move {
-                let mut conn = self.conn().await?;
-                sqlx::query(sql)
-                    .fetch_all(&mut *conn)
-                    .await
-                    .map_err(|e| db_error("reading job name settings", e))
-            })
+            .attempt(
+                "reading job name settings",
+                move |mut conn: Conn| async move {
+                    let outcome = sqlx::query(sql)
+                        .persistent(self.persistent())
+                        .fetch_all(&mut *conn)
+                        .await
+                        .map_err(|e| db_error("reading job name settings", e));
+                    (conn, outcome)
+                },
+            )
             .await?;
         rows.iter()
             .map(|row| {

@@ -11,7 +11,7 @@ use sqlx::{Postgres, QueryBuilder};
 use crate::decode::{execution_from_row, get, job_from_row, readable, view_state};
 use crate::error::db_error;
 use crate::sql::{fill, parse_id, EXECUTION_COLUMNS, JOB_COLUMNS, STATE, VISIBLE};
-use crate::store::PostgresStore;
+use crate::store::{Conn, PostgresStore};
 
 /// Whether a job's name is paused, as the column `paused`.
 const PAUSED: &str =
@@ -83,13 +83,14 @@ impl PostgresStore {
             return Ok(None);
         };
         let row = self
-            .attempt("reading a job", move || async move {
-                let mut conn = self.conn().await?;
-                sqlx::query(&self.inner.sql.read.get)
+            .attempt("reading a job", move |mut conn: Conn| async move {
+                let outcome = sqlx::query(&self.inner.sql.read.get)
                     .bind(id)
+                    .persistent(self.persistent())
                     .fetch_optional(&mut *conn)
                     .await
-                    .map_err(|e| db_error("reading a job", e))
+                    .map_err(|e| db_error("reading a job", e));
+                (conn, outcome)
             })
             .await?;
         row.map(|row| job_from_row(&row, view_state(&row)?))
@@ -98,13 +99,15 @@ impl PostgresStore {
 
     pub(crate) async fn read_jobs(&self, query: &JobQuery) -> Result<Vec<Job>> {
         let rows = self
-            .attempt("listing jobs", move || async move {
+            .attempt("listing jobs", move |mut conn: Conn| async move {
                 let mut q = self.list_statement(query);
-                let mut conn = self.conn().await?;
-                q.build()
+                let outcome = q
+                    .build()
+                    .persistent(self.persistent())
                     .fetch_all(&mut *conn)
                     .await
-                    .map_err(|e| db_error("listing jobs", e))
+                    .map_err(|e| db_error("listing jobs", e));
+                (conn, outcome)
             })
             .await?;
         Ok(readable(rows, |row| job_from_row(row, view_state(row)?)))
@@ -147,12 +150,13 @@ impl PostgresStore {
 
     pub(crate) async fn read_recurrent(&self) -> Result<Vec<Job>> {
         let rows = self
-            .attempt("listing recurrent jobs", move || async move {
-                let mut conn = self.conn().await?;
-                sqlx::query(&self.inner.sql.read.recurrent)
+            .attempt("listing recurrent jobs", move |mut conn: Conn| async move {
+                let outcome = sqlx::query(&self.inner.sql.read.recurrent)
+                    .persistent(self.persistent())
                     .fetch_all(&mut *conn)
                     .await
-                    .map_err(|e| db_error("listing recurrent jobs", e))
+                    .map_err(|e| db_error("listing recurrent jobs", e));
+                (conn, outcome)
             })
             .await?;
         Ok(readable(rows, |row| job_from_row(row, view_state(row)?)))
@@ -161,13 +165,14 @@ impl PostgresStore {
     pub(crate) async fn read_stats(&self, since: DateTime<Utc>) -> Result<Vec<ExecutionMinute>> {
         let since = stats_since(since, JobStore::now(self).await?);
         let rows = self
-            .attempt("summing executions", move || async move {
-                let mut conn = self.conn().await?;
-                sqlx::query(&self.inner.sql.read.stats)
+            .attempt("summing executions", move |mut conn: Conn| async move {
+                let outcome = sqlx::query(&self.inner.sql.read.stats)
                     .bind(since)
+                    .persistent(self.persistent())
                     .fetch_all(&mut *conn)
                     .await
-                    .map_err(|e| db_error("summing executions", e))
+                    .map_err(|e| db_error("summing executions", e));
+                (conn, outcome)
             })
             .await?;
         let number = |row: &PgRow, column: &str| -> Result<u64> {
@@ -187,12 +192,13 @@ impl PostgresStore {
 
     pub(crate) async fn read_counts(&self) -> Result<Vec<JobCounts>> {
         let rows = self
-            .attempt("counting jobs", move || async move {
-                let mut conn = self.conn().await?;
-                sqlx::query(&self.inner.sql.read.counts)
+            .attempt("counting jobs", move |mut conn: Conn| async move {
+                let outcome = sqlx::query(&self.inner.sql.read.counts)
+                    .persistent(self.persistent())
                     .fetch_all(&mut *conn)
                     .await
-                    .map_err(|e| db_error("counting jobs", e))
+                    .map_err(|e| db_error("counting jobs", e));
+                (conn, outcome)
             })
             .await?;
         let count = |row: &PgRow, column: &str| -> Result<u64> {
@@ -217,16 +223,17 @@ impl PostgresStore {
 
     pub(crate) async fn read_executions(&self, query: &ExecutionQuery) -> Result<Vec<Execution>> {
         let rows = self
-            .attempt("reading executions", move || async move {
-                let mut conn = self.conn().await?;
-                sqlx::query(&self.inner.sql.read.executions)
+            .attempt("reading executions", move |mut conn: Conn| async move {
+                let outcome = sqlx::query(&self.inner.sql.read.executions)
                     .bind(&query.name)
                     .bind(query.job_id.as_ref().map(JobId::as_str))
                     .bind(i64::try_from(query.limit).unwrap_or(i64::MAX))
                     .bind(i64::try_from(query.offset).unwrap_or(i64::MAX))
+                    .persistent(self.persistent())
                     .fetch_all(&mut *conn)
                     .await
-                    .map_err(|e| db_error("reading executions", e))
+                    .map_err(|e| db_error("reading executions", e));
+                (conn, outcome)
             })
             .await?;
         Ok(readable(rows, execution_from_row))

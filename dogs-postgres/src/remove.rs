@@ -9,7 +9,7 @@ use dogs_core::{
 
 use crate::error::db_error;
 use crate::sql::{fill, parse_id};
-use crate::store::PostgresStore;
+use crate::store::{Conn, PostgresStore};
 
 /// The removing statements of a schema.
 pub(crate) struct Statements {
@@ -108,22 +108,23 @@ impl PostgresStore {
         let channel = &crate::store::channel(&self.inner.schema);
         let first = &first;
         let row = self
-            .attempt("cancelling a job", move || async move {
-                let mut conn = self.conn().await?;
+            .attempt("cancelling a job", move |mut conn: Conn| async move {
                 let query = sqlx::query(sql);
                 let query = match first.parse::<i64>() {
                     Ok(id) if second.is_none() => query.bind(id),
                     _ => query.bind(first.as_str()),
                 };
-                query
+                let outcome = query
                     .bind(second)
                     .bind(CANCELLED_ERROR)
                     .bind(crate::sql::millis(CANCELLED_RETENTION))
                     .bind(channel)
                     .bind(crate::wakeups::CANCELLED)
+                    .persistent(self.persistent())
                     .fetch_one(&mut *conn)
                     .await
-                    .map_err(|e| db_error("cancelling a job", e))
+                    .map_err(|e| db_error("cancelling a job", e));
+                (conn, outcome)
             })
             .await?;
         if crate::decode::get::<i64>(&row, "recurrent")? > 0 {
@@ -153,14 +154,15 @@ impl PostgresStore {
     /// Runs one pruning statement: up to [`PRUNE_BATCH`] rows expired at `cutoff`.
     async fn prune_batch(&self, sql: &str, cutoff: DateTime<Utc>) -> Result<u64> {
         let removed = self
-            .attempt("pruning", move || async move {
-                let mut conn = self.conn().await?;
-                sqlx::query(sql)
+            .attempt("pruning", move |mut conn: Conn| async move {
+                let outcome = sqlx::query(sql)
                     .bind(PRUNE_BATCH as i64)
                     .bind(cutoff)
+                    .persistent(self.persistent())
                     .execute(&mut *conn)
                     .await
-                    .map_err(|e| db_error("pruning", e))
+                    .map_err(|e| db_error("pruning", e));
+                (conn, outcome)
             })
             .await?;
         Ok(removed.rows_affected())

@@ -10,7 +10,7 @@ use sqlx::PgConnection;
 use crate::decode::get;
 use crate::error::db_error;
 use crate::sql::{fill, run_at_binds, STATE_OF_RUN_AT};
-use crate::store::PostgresStore;
+use crate::store::{Conn, PostgresStore};
 
 const UNIQUE_TARGET: &str =
     "(name, unique_identifier) WHERE unique_identifier IS NOT NULL AND state <> 'failed'";
@@ -139,6 +139,7 @@ impl PostgresStore {
                 .bind(at)
                 .bind(in_ms)
                 .bind(&job.trace_context)
+                .persistent(self.persistent())
                 .fetch_optional(&mut *conn)
                 .await
                 .map_err(|e| db_error("scheduling a job", e))?;
@@ -157,6 +158,7 @@ impl PostgresStore {
                     .bind(job.priority)
                     .bind(at)
                     .bind(in_ms)
+                    .persistent(self.persistent())
                     .fetch_one(&mut *conn)
                     .await
                     .map_err(|e| db_error("replacing a job", e))?;
@@ -181,9 +183,9 @@ impl PostgresStore {
     pub(crate) async fn schedule_one(&self, job: NewJob) -> Result<Scheduled> {
         job.validate(self.inner.max_params_bytes)?;
         let job = &job;
-        self.attempt("scheduling a job", move || async move {
-            let mut conn = self.conn().await?;
-            self.schedule_on(&mut conn, job).await
+        self.attempt("scheduling a job", move |mut conn: Conn| async move {
+            let outcome = self.schedule_on(&mut conn, job).await;
+            (conn, outcome)
         })
         .await
     }
@@ -228,9 +230,8 @@ impl PostgresStore {
                 &traces,
             );
             let rows = self
-                .attempt("scheduling jobs", move || async move {
-                    let mut conn = self.conn().await?;
-                    sqlx::query(&self.inner.sql.schedule.schedule_many)
+                .attempt("scheduling jobs", move |mut conn: Conn| async move {
+                    let outcome = sqlx::query(&self.inner.sql.schedule.schedule_many)
                         .bind(columns.0)
                         .bind(columns.1)
                         .bind(columns.2)
@@ -238,9 +239,11 @@ impl PostgresStore {
                         .bind(columns.4)
                         .bind(columns.5)
                         .bind(columns.6)
+                        .persistent(self.persistent())
                         .fetch_all(&mut *conn)
                         .await
-                        .map_err(|e| db_error("scheduling jobs", e))
+                        .map_err(|e| db_error("scheduling jobs", e));
+                    (conn, outcome)
                 })
                 .await?;
             let mut created_here: Vec<(String, String, JobId)> = Vec::new();
@@ -271,22 +274,26 @@ impl PostgresStore {
     /// job's id, or a new job when that one is gone already.
     async fn schedule_again(&self, job: &NewJob) -> Result<Scheduled> {
         let existing: Option<i64> = self
-            .attempt("finding a duplicate job", move || async move {
-                let mut conn = self.conn().await?;
-                sqlx::query_scalar(&self.inner.sql.schedule.find_unique)
-                    .bind(&job.name)
-                    .bind(&job.unique_identifier)
-                    .fetch_optional(&mut *conn)
-                    .await
-                    .map_err(|e| db_error("finding a duplicate job", e))
-            })
+            .attempt(
+                "finding a duplicate job",
+                move |mut conn: Conn| async move {
+                    let outcome = sqlx::query_scalar(&self.inner.sql.schedule.find_unique)
+                        .bind(&job.name)
+                        .bind(&job.unique_identifier)
+                        .persistent(self.persistent())
+                        .fetch_optional(&mut *conn)
+                        .await
+                        .map_err(|e| db_error("finding a duplicate job", e));
+                    (conn, outcome)
+                },
+            )
             .await?;
         match existing {
             Some(existing) => Ok(Scheduled::Duplicate(JobId::new(existing.to_string()))),
             None => {
-                self.attempt("scheduling a job", move || async move {
-                    let mut conn = self.conn().await?;
-                    self.schedule_on(&mut conn, job).await
+                self.attempt("scheduling a job", move |mut conn: Conn| async move {
+                    let outcome = self.schedule_on(&mut conn, job).await;
+                    (conn, outcome)
                 })
                 .await
             }
@@ -297,17 +304,21 @@ impl PostgresStore {
         job.validate()?;
         let job = &job;
         let id: i64 = self
-            .attempt("registering a recurrent job", move || async move {
-                let mut conn = self.conn().await?;
-                sqlx::query_scalar(&self.inner.sql.schedule.register)
-                    .bind(&job.name)
-                    .bind(job.priority)
-                    .bind(&job.schedule_key)
-                    .bind(job.next_run_at)
-                    .fetch_one(&mut *conn)
-                    .await
-                    .map_err(|e| db_error("registering a recurrent job", e))
-            })
+            .attempt(
+                "registering a recurrent job",
+                move |mut conn: Conn| async move {
+                    let outcome = sqlx::query_scalar(&self.inner.sql.schedule.register)
+                        .bind(&job.name)
+                        .bind(job.priority)
+                        .bind(&job.schedule_key)
+                        .bind(job.next_run_at)
+                        .persistent(self.persistent())
+                        .fetch_one(&mut *conn)
+                        .await
+                        .map_err(|e| db_error("registering a recurrent job", e));
+                    (conn, outcome)
+                },
+            )
             .await?;
         Ok(JobId::new(id.to_string()))
     }

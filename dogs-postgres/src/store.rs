@@ -27,6 +27,9 @@ const SERIALIZATION_RETRIES: u32 = 8;
 /// Claims lease due jobs with `FOR UPDATE SKIP LOCKED` through an index of claimable rows only;
 /// every write on a claimed job checks its lease token; every time comparison uses the server's
 /// clock; idle workers are woken through LISTEN/NOTIFY.
+///
+/// Behind a pooler in transaction pooling mode, see
+/// [`PostgresStoreBuilder::transaction_pooling`].
 #[derive(Clone)]
 pub struct PostgresStore {
     pub(crate) inner: Arc<Inner>,
@@ -34,6 +37,12 @@ pub struct PostgresStore {
 
 pub(crate) struct Inner {
     pub(crate) pool: PgPool,
+    /// The pool whose connection listens for wake-ups; none behind a transaction pooler
+    /// without a direct URL.
+    listen: Option<PgPool>,
+    /// Behind a transaction pooler: the statement that begins the transaction each statement
+    /// runs in (statements are then unnamed, never cached).
+    begin: Option<String>,
     pub(crate) schema: String,
     /// The schema, quoted, as statements name it.
     pub(crate) quoted: String,
@@ -66,6 +75,37 @@ impl std::fmt::Debug for PostgresStore {
     }
 }
 
+/// The connection a statement of the store runs on. Behind a transaction pooler it is in a
+/// transaction of its own, so that the statement's Parse and Bind, which sqlx sends in two
+/// exchanges each ending with a Sync, reach the same server connection: the pooler hands a
+/// client's next message to any server connection once a Sync leaves it outside a transaction.
+pub(crate) enum Conn {
+    /// Not behind a transaction pooler: the statement is its own transaction.
+    Plain(sqlx::pool::PoolConnection<Postgres>),
+    /// Behind a transaction pooler: committed once the statement succeeded.
+    InTransaction(sqlx::Transaction<'static, Postgres>),
+}
+
+impl std::ops::Deref for Conn {
+    type Target = PgConnection;
+
+    fn deref(&self) -> &PgConnection {
+        match self {
+            Conn::Plain(conn) => conn,
+            Conn::InTransaction(tx) => tx,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Conn {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        match self {
+            Conn::Plain(conn) => conn,
+            Conn::InTransaction(tx) => tx,
+        }
+    }
+}
+
 /// The wake-up channel of a schema.
 pub(crate) fn channel(schema: &str) -> String {
     format!("{schema}_wake")
@@ -84,9 +124,11 @@ impl PostgresStore {
 
     pub(crate) fn new(
         pool: PgPool,
+        listen: Option<PgPool>,
         schema: String,
         max_params_bytes: usize,
         request_timeout: Duration,
+        begin: Option<String>,
     ) -> Self {
         let stop_listener = CancellationToken::new();
         let quoted = format!("\"{schema}\"");
@@ -102,6 +144,8 @@ impl PostgresStore {
                 },
                 quoted,
                 pool,
+                listen,
+                begin,
                 schema,
                 max_params_bytes,
                 request_timeout,
@@ -116,7 +160,7 @@ impl PostgresStore {
     /// Applies the migrations the schema lacks. Idempotent, and safe when many processes start
     /// at once (they are serialised by an advisory lock).
     pub async fn migrate(&self) -> Result<()> {
-        crate::migrate::migrate(&self.inner.pool, &self.inner.schema).await
+        crate::migrate::migrate(&self.inner.pool, &self.inner.schema, self.persistent()).await
     }
 
     /// The pool, to share with the rest of the service.
@@ -160,6 +204,13 @@ impl PostgresStore {
             .map_err(|e| db_error("getting a connection", e))
     }
 
+    /// Whether statements are prepared once per connection and kept (named statements): not
+    /// behind a transaction pooler, where the next transaction may run on another server
+    /// connection that does not have them, or has another client's of the same name.
+    pub(crate) fn persistent(&self) -> bool {
+        self.inner.begin.is_none()
+    }
+
     /// `work`, failing with `Unavailable` when the server does not answer within the request
     /// timeout (the connection is then dropped, not reused).
     pub(crate) async fn timed<T>(
@@ -176,18 +227,51 @@ impl PostgresStore {
         }
     }
 
-    /// Runs the statement `attempt` makes, within the request timeout, again when it meets a
-    /// serialization failure or a deadlock (a database whose default isolation is
-    /// `SERIALIZABLE`, or concurrent writers), with a short random pause. Each attempt runs in
-    /// a transaction of its own, so running it again is safe.
+    /// A connection for one attempt of [`attempt`](Self::attempt): behind a transaction
+    /// pooler, with a transaction begun on it.
+    async fn attempt_conn(&self) -> Result<Conn> {
+        let Some(begin) = &self.inner.begin else {
+            return Ok(Conn::Plain(self.conn().await?));
+        };
+        self.inner
+            .pool
+            .begin_with(begin.clone())
+            .await
+            .map(Conn::InTransaction)
+            .map_err(|e| db_error("beginning a transaction", e))
+    }
+
+    /// One attempt: `attempt` runs its statement on the connection it is given and hands it
+    /// back with the outcome; a transaction begun for it commits when the outcome is a success,
+    /// and rolls back otherwise.
+    async fn attempt_once<T, F, Fut>(&self, attempt: &mut F) -> Result<T>
+    where
+        F: FnMut(Conn) -> Fut,
+        Fut: Future<Output = (Conn, Result<T>)>,
+    {
+        let (conn, outcome) = attempt(self.attempt_conn().await?).await;
+        let value = outcome?;
+        if let Conn::InTransaction(tx) = conn {
+            tx.commit()
+                .await
+                .map_err(|e| db_error("committing a transaction", e))?;
+        }
+        Ok(value)
+    }
+
+    /// Runs the statement `attempt` makes on the connection it is given (see [`Conn`]), within
+    /// the request timeout, again when it meets a serialization failure or a deadlock (a
+    /// database whose default isolation is `SERIALIZABLE`, or concurrent writers), with a short
+    /// random pause. Each attempt runs in a transaction of its own, so running it again is
+    /// safe.
     pub(crate) async fn attempt<T, F, Fut>(&self, what: &str, mut attempt: F) -> Result<T>
     where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T>>,
+        F: FnMut(Conn) -> Fut,
+        Fut: Future<Output = (Conn, Result<T>)>,
     {
         let mut retries = 0;
         loop {
-            match self.timed(what, attempt()).await {
+            match self.timed(what, self.attempt_once(&mut attempt)).await {
                 Err(e) if retries < SERIALIZATION_RETRIES && is_serialization_failure(&e) => {
                     retries += 1;
                     let pause = Duration::from_millis(fastrand::u64(1..=5 << retries.min(5)));
@@ -207,12 +291,15 @@ impl PostgresStore {
     /// Starts the LISTEN connection once, from within a runtime (workers ask for wake-ups from
     /// one).
     fn start_listener(&self) {
+        let Some(listen) = &self.inner.listen else {
+            return;
+        };
         if tokio::runtime::Handle::try_current().is_err() {
             return;
         }
         self.inner.listener.get_or_init(|| {
             tokio::spawn(crate::wakeups::listen(
-                self.inner.pool.clone(),
+                listen.clone(),
                 channel(&self.inner.schema),
                 self.inner.wake.clone(),
                 self.inner.stop_listener.clone(),
@@ -225,13 +312,17 @@ impl PostgresStore {
 impl JobStore for PostgresStore {
     async fn now(&self) -> Result<DateTime<Utc>> {
         let sql = &format!("SELECT {}.ms_now()", self.inner.quoted);
-        self.attempt("reading the server's clock", move || async move {
-            let mut conn = self.conn().await?;
-            sqlx::query_scalar(sql)
-                .fetch_one(&mut *conn)
-                .await
-                .map_err(|e| db_error("reading the server's clock", e))
-        })
+        self.attempt(
+            "reading the server's clock",
+            move |mut conn: Conn| async move {
+                let outcome = sqlx::query_scalar(sql)
+                    .persistent(self.persistent())
+                    .fetch_one(&mut *conn)
+                    .await
+                    .map_err(|e| db_error("reading the server's clock", e));
+                (conn, outcome)
+            },
+        )
         .await
     }
 
@@ -345,7 +436,9 @@ impl JobStore for PostgresStore {
         self.store_progress(lease, progress).await
     }
 
+    /// `None` behind a transaction pooler without a listen URL: workers poll.
     fn wakeups(&self) -> Option<WakeUps> {
+        self.inner.listen.as_ref()?;
         self.start_listener();
         Some(self.inner.wake.subscribe())
     }

@@ -8,7 +8,7 @@ use dogs_core::{ClaimRequest, Claimed, Error, ErrorKind, JobId, Lease, LeaseToke
 use redis::Value as RedisValue;
 
 use crate::decode::{claimed_from_record, from_millis, millis, ClaimedRecord};
-use crate::error::{bad_reply, parse_error, redis_error};
+use crate::error::{bad_reply, parse_error};
 use crate::store::RedisStore;
 
 impl RedisStore {
@@ -31,10 +31,7 @@ impl RedisStore {
                 .arg(millis(name.lock_time))
                 .arg(name.cap(request.limit));
         }
-        let reply: Vec<RedisValue> = invocation
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(|e| redis_error("claiming jobs", e))?;
+        let reply: Vec<RedisValue> = invocation.run(self, "claiming jobs").await?;
         let mut reply = reply.into_iter();
         let now: i64 = reply
             .next()

@@ -4,14 +4,15 @@ use dogs_core::{Error, ErrorKind};
 
 /// Maps a Redis error met while doing `what` to a dogs error of the right kind.
 ///
-/// Connection problems and time-outs are `Unavailable` (retrying later may succeed); everything
-/// else is `Backend`.
+/// Connection problems, time-outs and a cluster slot that is moving or failing over are
+/// `Unavailable` (retrying later may succeed); everything else is `Backend`.
 pub(crate) fn redis_error(what: &str, error: redis::RedisError) -> Error {
     let kind = if error.is_io_error()
         || error.is_timeout()
         || error.is_connection_dropped()
         || error.is_connection_refusal()
         || error.is_unrecoverable_error()
+        || crate::connection::not_run(&error)
     {
         ErrorKind::Unavailable
     } else {

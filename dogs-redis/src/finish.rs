@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use dogs_core::{Completion, Error, ErrorKind, Execution, Finish, JobId, Lease, Outcomes, Result};
 
 use crate::decode::{from_millis, millis, run_at_args};
-use crate::error::{bad_reply, redis_error};
+use crate::error::bad_reply;
 use crate::schedule::SCHEDULE_BATCH;
 use crate::store::RedisStore;
 
@@ -103,10 +103,7 @@ impl RedisStore {
         for item in items {
             invocation.arg(Self::finish_args(item)?);
         }
-        let applied: Vec<i64> = invocation
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(|e| redis_error("saving job outcomes", e))?;
+        let applied: Vec<i64> = invocation.run(self, "saving job outcomes").await?;
         if applied.len() != items.len() {
             return Err(bad_reply("saving job outcomes"));
         }
@@ -130,9 +127,8 @@ impl RedisStore {
             .arg(lease.job_id.as_str())
             .arg(lease.token.as_str())
             .arg(millis(lock_time))
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(|e| redis_error("extending a lease", e))?;
+            .run(self, "extending a lease")
+            .await?;
         match until {
             -1 => return Err(Error::lock_lost(&lease.job_id)),
             ..=-2 => return Err(corrupt(&lease.job_id)),
@@ -178,9 +174,8 @@ impl RedisStore {
             .arg(e.started_at.timestamp_millis())
             .arg(e.expires_at.timestamp_millis())
             .arg(figures(e))
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(|err| redis_error("recording an execution", err))?;
+            .run(self, "recording an execution")
+            .await?;
         Ok(())
     }
 }

@@ -2,6 +2,7 @@
 
 mod claim;
 mod config;
+mod connection;
 mod decode;
 mod error;
 mod finish;

@@ -22,9 +22,8 @@ impl RedisStore {
             .arg(&self.inner.tag)
             .arg("id")
             .arg(id.as_str())
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(|e| redis_error("retrying a job", e))?;
+            .run(self, "retrying a job")
+            .await?;
         match outcome {
             -1 => Err(Error::new(
                 ErrorKind::Conflict,
@@ -61,9 +60,8 @@ impl RedisStore {
             .arg(name)
             .arg(limit)
             .arg(after.unwrap_or_default())
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(|e| redis_error("retrying failed jobs", e))?;
+            .run(self, "retrying failed jobs")
+            .await?;
         Ok(RetryBatch {
             retried,
             full: found >= limit as u64,
@@ -86,9 +84,8 @@ impl RedisStore {
             .arg(name)
             .arg(change)
             .arg(limit)
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(|e| redis_error("changing a job name's settings", e))?;
+            .run(self, "changing a job name's settings")
+            .await?;
         Ok(())
     }
 
@@ -151,9 +148,8 @@ impl RedisStore {
             .arg(lease.job_id.as_str())
             .arg(lease.token.as_str())
             .arg(progress.to_string())
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(|e| redis_error("storing a job's progress", e))?;
+            .run(self, "storing a job's progress")
+            .await?;
         if applied == 0 {
             return Err(Error::lock_lost(&lease.job_id));
         }

@@ -52,9 +52,8 @@ impl RedisStore {
             .arg(state)
             .arg(query.offset)
             .arg(query.limit)
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(|e| redis_error("listing jobs", e))?;
+            .run(self, "listing jobs")
+            .await?;
         if found.is_empty() {
             return Err(bad_reply("listing jobs"));
         }
@@ -81,9 +80,8 @@ impl RedisStore {
             .counts
             .key(self.key(&["seq"]))
             .arg(&self.inner.tag)
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(|e| redis_error("counting jobs", e))?;
+            .run(self, "counting jobs")
+            .await?;
         let mut counts = Vec::new();
         for entry in reply.get(1..).unwrap_or_default().chunks(5) {
             let [name, pending, scheduled, running, failed] = entry else {

@@ -8,7 +8,6 @@ use dogs_core::{
 };
 
 use crate::decode::millis;
-use crate::error::redis_error;
 use crate::store::RedisStore;
 
 impl RedisStore {
@@ -24,9 +23,8 @@ impl RedisStore {
             .arg(mode)
             .arg(a)
             .arg(b)
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(|e| redis_error("cancelling a job", e))?;
+            .run(self, "cancelling a job")
+            .await?;
         if outcome < 0 {
             return Err(dogs_core::Error::new(
                 dogs_core::ErrorKind::Conflict,
@@ -48,9 +46,8 @@ impl RedisStore {
                 .arg(&self.inner.tag)
                 .arg(PRUNE_BATCH)
                 .arg(cutoff)
-                .invoke_async(&mut self.conn())
-                .await
-                .map_err(|e| redis_error("pruning", e))?;
+                .run(self, "pruning")
+                .await?;
             Ok(PruneBatch::counted(PruneReport { jobs, executions }))
         })
         .await

@@ -6,7 +6,7 @@ use dogs_core::{
 };
 
 use crate::decode::run_at_args;
-use crate::error::{bad_reply, redis_error};
+use crate::error::bad_reply;
 use crate::store::RedisStore;
 
 /// How many jobs one scheduling script call stores; larger batches are split.
@@ -36,10 +36,7 @@ impl RedisStore {
                 })
                 .arg(job.trace_context.as_deref().unwrap_or(""));
         }
-        let reply: Vec<i64> = invocation
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(|e| redis_error("scheduling jobs", e))?;
+        let reply: Vec<i64> = invocation.run(self, "scheduling jobs").await?;
         if reply.len() != jobs.len() * 2 {
             return Err(bad_reply("scheduling jobs"));
         }
@@ -103,9 +100,8 @@ impl RedisStore {
             .arg(job.priority)
             .arg(&job.schedule_key)
             .arg(job.next_run_at.timestamp_millis())
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(|e| redis_error("registering a recurrent job", e))?;
+            .run(self, "registering a recurrent job")
+            .await?;
         Ok(JobId::new(id.to_string()))
     }
 }

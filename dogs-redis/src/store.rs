@@ -13,28 +13,31 @@ use dogs_core::{
     Finish, Job, JobCounts, JobId, JobQuery, JobStore, Lease, NameSettings, NewJob, PruneReport,
     RecurrentRegistration, Result, RetryBatch, Scheduled, WakeUpSender, WakeUps,
 };
-use redis::aio::ConnectionManager;
 use redis::Value as RedisValue;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::config::RedisStoreBuilder;
+use crate::connection::Connection;
 use crate::decode::from_millis;
 use crate::error::{bad_reply, parse_error, redis_error};
-use crate::scripts::Scripts;
+use crate::scripts::{ReplicaWait, Scripts};
+use crate::wakeups::Subscriber;
 
 /// A job store on Redis. Cheap to clone: clones share the connection.
 ///
 /// Every operation that reads and writes several keys is one Lua script, so no interleaving of
 /// clients can break the contract; scripts read the server's `TIME`. All keys of one prefix share
-/// a hash tag, so the store works unchanged on Redis Cluster.
+/// a hash tag, so on a Redis Cluster every command of the store goes to the master of one slot.
 #[derive(Clone)]
 pub struct RedisStore {
     pub(crate) inner: Arc<Inner>,
 }
 
 pub(crate) struct Inner {
-    conn: ConnectionManager,
-    client: Option<redis::Client>,
+    conn: Connection,
+    subscriber_source: Option<Subscriber>,
+    /// How many replicas must confirm each write, if any.
+    pub(crate) wait: Option<ReplicaWait>,
     /// The prefix with its hash tag: `{dogs}`.
     pub(crate) tag: String,
     pub(crate) max_params_bytes: usize,
@@ -67,19 +70,22 @@ impl RedisStore {
     }
 
     pub(crate) fn new(
-        conn: ConnectionManager,
-        client: Option<redis::Client>,
+        conn: Connection,
+        subscriber_source: Option<Subscriber>,
         prefix: &str,
         max_params_bytes: usize,
+        wait: Option<ReplicaWait>,
     ) -> Self {
         let stop = CancellationToken::new();
+        let cluster = matches!(conn, Connection::Cluster(_));
         RedisStore {
             inner: Arc::new(Inner {
                 conn,
-                client,
+                subscriber_source,
+                wait,
                 tag: format!("{{{prefix}}}"),
                 max_params_bytes,
-                scripts: Scripts::new(),
+                scripts: Scripts::new(cluster),
                 wake: WakeUpSender::new(),
                 subscriber: OnceLock::new(),
                 _stop_on_drop: stop.clone().drop_guard(),
@@ -110,8 +116,13 @@ impl RedisStore {
         key
     }
 
-    pub(crate) fn conn(&self) -> ConnectionManager {
+    pub(crate) fn conn(&self) -> Connection {
         self.inner.conn.clone()
+    }
+
+    /// Whether the store is on a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.inner.conn, Connection::Cluster(_))
     }
 
     /// Removes every key of this store's prefix: its jobs, execution records and indexes. Keys
@@ -182,7 +193,7 @@ impl RedisStore {
     /// Starts the wake-up subscription once, from within a runtime (workers ask for wake-ups from
     /// one).
     fn start_subscriber(&self) -> bool {
-        let Some(client) = &self.inner.client else {
+        let Some(source) = &self.inner.subscriber_source else {
             return false;
         };
         if tokio::runtime::Handle::try_current().is_err() {
@@ -190,7 +201,7 @@ impl RedisStore {
         }
         self.inner.subscriber.get_or_init(|| {
             tokio::spawn(crate::wakeups::subscribe(
-                client.clone(),
+                source.clone(),
                 self.key(&["wake"]),
                 self.inner.wake.clone(),
                 self.inner.stop.clone(),
@@ -212,9 +223,8 @@ impl RedisStore {
                 .migrate
                 .key(self.key(&["seq"]))
                 .arg(&self.inner.tag)
-                .invoke_async(&mut self.conn())
-                .await
-                .map_err(|e| redis_error("moving keys to the current layout", e))?;
+                .run(self, "moving keys to the current layout")
+                .await?;
             if moved == 0 {
                 return Ok(steps);
             }

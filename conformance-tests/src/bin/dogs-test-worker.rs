@@ -6,7 +6,13 @@
 //! dogs-test-worker --backend postgres --url URL --namespace NS --out FILE
 //!     [--name work] [--slots 32] [--lock-ms 30000] [--poll-ms 500] [--grace-ms 30000]
 //!     [--timeout-ms 10000] [--worker-id ID] [--mode quick|hold|sleep|slow] [--slow-ms 5000]
+//!     [--wait-replicas 0] [--schedule-ms N --schedule-until FILE [--schedule-delay-ms 0]]
 //! ```
+//!
+//! With `--schedule-ms`, the process also schedules a job of its name every N ms, due
+//! `--schedule-delay-ms` later, until the file `--schedule-until` exists, each with params `{"key": "<worker id>-<n>"}`, and writes
+//! `scheduled <key>` once a schedule call succeeded and `refused <key> <error kind>` when it
+//! failed. A handler whose params have a key writes `ran <key>` after its `start` line.
 //!
 //! Lines written: `start <job id> <tries> <was_stale 0|1> <its clock, in Unix ms>` when a handler
 //! starts, and in `slow` mode `late <job id>` when a handler that outlived its lease returns.
@@ -46,6 +52,10 @@ struct Args {
     worker_id: Option<String>,
     mode: String,
     slow: Duration,
+    wait_replicas: u32,
+    schedule_every: Option<Duration>,
+    schedule_until: Option<String>,
+    schedule_delay: Duration,
 }
 
 fn parse() -> Result<Args, String> {
@@ -63,6 +73,10 @@ fn parse() -> Result<Args, String> {
         worker_id: None,
         mode: "quick".into(),
         slow: Duration::from_secs(5),
+        wait_replicas: 0,
+        schedule_every: None,
+        schedule_until: None,
+        schedule_delay: Duration::ZERO,
     };
     let mut it = std::env::args().skip(1);
     let ms = |v: String| -> Result<Duration, String> {
@@ -86,11 +100,22 @@ fn parse() -> Result<Args, String> {
             "--worker-id" => args.worker_id = Some(value),
             "--mode" => args.mode = value,
             "--slow-ms" => args.slow = ms(value)?,
+            "--wait-replicas" => {
+                args.wait_replicas = value
+                    .parse()
+                    .map_err(|_| "--wait-replicas takes a number")?
+            }
+            "--schedule-ms" => args.schedule_every = Some(ms(value)?),
+            "--schedule-until" => args.schedule_until = Some(value),
+            "--schedule-delay-ms" => args.schedule_delay = ms(value)?,
             other => return Err(format!("unknown flag {other}")),
         }
     }
     if args.backend.is_empty() || args.namespace.is_empty() || args.out.is_empty() {
         return Err("--backend, --namespace and --out are required".into());
+    }
+    if args.schedule_every.is_some() != args.schedule_until.is_some() {
+        return Err("--schedule-ms and --schedule-until go together".into());
     }
     if !["quick", "hold", "sleep", "slow"].contains(&args.mode.as_str()) {
         return Err(format!("unknown mode {}", args.mode));
@@ -137,6 +162,7 @@ async fn run(args: Args) -> i32 {
         backend: args.backend.clone(),
         url: args.url.clone(),
         timeout: args.timeout,
+        wait_for_replicas: args.wait_replicas,
     };
     let store = match open_store(&settings, &args.namespace).await {
         Ok(store) => store,
@@ -157,7 +183,8 @@ async fn run(args: Args) -> i32 {
         }
     };
     let (mode, lock, slow) = (args.mode.clone(), args.lock, args.slow);
-    let job = EventJob::new(args.name.clone(), move |_: Value, ctx: JobContext| {
+    let scheduler_out = Arc::clone(&out);
+    let job = EventJob::new(args.name.clone(), move |params: Value, ctx: JobContext| {
         let out = Arc::clone(&out);
         let mode = mode.clone();
         async move {
@@ -171,6 +198,9 @@ async fn run(args: Args) -> i32 {
                     chrono::Utc::now().timestamp_millis()
                 ),
             );
+            if let Some(key) = params.get("key").and_then(Value::as_str) {
+                append(&out, format!("ran {key}\n"));
+            }
             match mode.as_str() {
                 "hold" => loop {
                     tokio::select! {
@@ -205,13 +235,24 @@ async fn run(args: Args) -> i32 {
         auto_extend: args.mode != "slow",
         ..Default::default()
     };
-    let workers = match start_workers(store, [job], options).await {
+    let workers = match start_workers(Arc::clone(&store), [job], options).await {
         Ok(workers) => workers,
         Err(e) => {
             eprintln!("dogs-test-worker: starting the workers failed: {e}");
             return 1;
         }
     };
+    if let (Some(every), Some(until)) = (args.schedule_every, args.schedule_until.clone()) {
+        let label = args.worker_id.clone().unwrap_or_else(|| "scheduler".into());
+        let plan = Plan {
+            name: args.name.clone(),
+            label,
+            every,
+            delay: args.schedule_delay,
+            until,
+        };
+        tokio::spawn(schedule(store, plan, scheduler_out));
+    }
     // With this process's own idea of the time, so the suite can check a skewed clock took.
     println!("ready {}", chrono::Utc::now().timestamp_millis());
     let _ = std::io::stdout().flush();
@@ -229,4 +270,40 @@ async fn run(args: Args) -> i32 {
     let _ = closed_rx.await;
     workers.stop().await;
     0
+}
+
+/// What the process schedules: a job of `name` every `every`, due `delay` later, keys starting
+/// with `label`, until the file `until` exists.
+struct Plan {
+    name: String,
+    label: String,
+    every: Duration,
+    delay: Duration,
+    until: String,
+}
+
+/// Schedules as `plan` says, logging each call's outcome by its key.
+async fn schedule(store: Arc<dyn dogs_core::JobStore>, plan: Plan, out: Arc<File>) {
+    let Plan {
+        name,
+        label,
+        every,
+        delay,
+        until,
+    } = plan;
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    for n in 0u64.. {
+        ticks.tick().await;
+        if std::path::Path::new(&until).exists() {
+            return;
+        }
+        let key = format!("{label}-{n}");
+        let job = dogs_core::NewJob::new(name.clone(), serde_json::json!({ "key": key }))
+            .run_at(dogs_core::RunAt::In(delay));
+        match store.schedule(job).await {
+            Ok(_) => append(&out, format!("scheduled {key}\n")),
+            Err(e) => append(&out, format!("refused {key} {:?}\n", e.kind())),
+        }
+    }
 }

@@ -10,6 +10,7 @@
 //! `SOAK=1` (or `SOAK_JOBS` / `SOAK_SECONDS`) turns the load scenarios into the long soak.
 
 pub mod clocks;
+pub mod failover;
 pub mod inputs;
 pub mod network;
 pub mod process;
@@ -43,6 +44,9 @@ pub struct StoreSettings {
     pub url: String,
     /// Connection and operation timeout.
     pub timeout: Duration,
+    /// Redis: how many replicas must confirm each write (0: none, the default), waiting up to
+    /// `timeout`.
+    pub wait_for_replicas: u32,
 }
 
 /// Opens a store of `settings` in `namespace`, with its timeouts set to `settings.timeout`.
@@ -59,14 +63,16 @@ pub async fn open_store(settings: &StoreSettings, namespace: &str) -> Result<Arc
                 .connect()
                 .await?,
         ),
-        "redis" => Arc::new(
-            dogs_redis::RedisStore::builder()
+        "redis" => {
+            let mut builder = dogs_redis::RedisStore::builder()
                 .url(&settings.url)
                 .prefix(namespace)
-                .response_timeout(timeout)
-                .connect()
-                .await?,
-        ),
+                .response_timeout(timeout);
+            if settings.wait_for_replicas > 0 {
+                builder = builder.wait_for_replicas(settings.wait_for_replicas, timeout);
+            }
+            Arc::new(builder.connect().await?)
+        }
         "mongo" => Arc::new(
             dogs_mongo::MongoStore::builder()
                 .url(&settings.url)
@@ -151,6 +157,7 @@ pub fn scenarios() -> Vec<Scenario> {
         scenario!("stop_bound", SHARED, network::stop_bound),
         scenario!("clock_skew", SHARED, clocks::clock_skew),
         scenario!("clock_step", SHARED, clocks::clock_step),
+        scenario!("failover", &["redis"], failover::failover),
         scenario!("slow_handler", ALL, s::slow_handler),
         scenario!("hostile_strings", ALL, inputs::hostile_strings),
         scenario!("large_params", ALL, inputs::large_params),
@@ -215,6 +222,7 @@ pub fn run(worker_bin: &str) -> ! {
                         backend: (*backend).to_owned(),
                         url: url.clone(),
                         timeout: Duration::from_secs(10),
+                        wait_for_replicas: 0,
                     };
                     let (run, worker_bin) = (scenario.run, PathBuf::from(worker_bin));
                     let scenario_name = scenario.name;

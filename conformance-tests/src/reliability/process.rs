@@ -31,6 +31,11 @@ pub struct WorkerSpec {
     pub slow: Duration,
     /// Extra environment (such as a fake clock).
     pub env: Vec<(String, String)>,
+    /// Redis: how many replicas must confirm each write (0: none).
+    pub wait_replicas: u32,
+    /// Also schedule a job every this long, due the second duration later, until the file
+    /// exists (see the worker binary).
+    pub schedule: Option<(Duration, Duration, PathBuf)>,
 }
 
 impl WorkerSpec {
@@ -47,6 +52,8 @@ impl WorkerSpec {
             timeout: Duration::from_secs(10),
             slow: Duration::from_secs(5),
             env: Vec::new(),
+            wait_replicas: 0,
+            schedule: None,
         }
     }
 }
@@ -98,12 +105,20 @@ impl WorkerProcess {
             .args(["--slow-ms", &ms(spec.slow)])
             .args(["--worker-id", &spec.label])
             .args(["--mode", spec.mode])
+            .args(["--wait-replicas", &spec.wait_replicas.to_string()])
             .env("RUST_LOG", "warn")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(log_file);
         for (name, value) in &spec.env {
             command.env(name, value);
+        }
+        if let Some((every, delay, until)) = &spec.schedule {
+            command
+                .args(["--schedule-ms", &ms(*every)])
+                .args(["--schedule-delay-ms", &ms(*delay)])
+                .arg("--schedule-until")
+                .arg(until);
         }
         let mut child = command
             .spawn()
@@ -163,6 +178,16 @@ impl WorkerProcess {
                     _ => None,
                 },
             )
+            .collect()
+    }
+
+    /// The lines of its execution log that start with `word`, without it (`scheduled`,
+    /// `refused`, `ran`).
+    pub fn words(&self, word: &str) -> Vec<String> {
+        let text = std::fs::read_to_string(&self.out).unwrap_or_default();
+        let prefix = format!("{word} ");
+        text.lines()
+            .filter_map(|line| line.strip_prefix(&prefix).map(str::to_owned))
             .collect()
     }
 

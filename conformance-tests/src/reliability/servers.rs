@@ -42,7 +42,7 @@ pub fn libfaketime() -> String {
     panic!("libfaketime is not installed (Debian: apt-get install libfaketime)");
 }
 
-fn which(program: &str) -> Option<PathBuf> {
+pub(crate) fn which(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .map(|dir| dir.join(program))

@@ -171,12 +171,12 @@ local function delete_job(id, job)
 end
 
 local function wake()
-  call('PUBLISH', key('wake'), '')
+  call(PUBLISH, key('wake'), '')
 end
 
 -- Tells workers that a running job was cancelled.
 local function tell_cancelled()
-  call('PUBLISH', key('wake'), 'cancelled')
+  call(PUBLISH, key('wake'), 'cancelled')
 end
 
 -- Puts a failed job back to run now: tries reset, its error and lease forgotten. The caller
