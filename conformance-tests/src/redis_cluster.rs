@@ -9,6 +9,8 @@ use dogs_redis::redis;
 use dogs_redis::RedisStore;
 use serde_json::json;
 
+use dogs_core::ClaimRequest;
+
 use crate::harness::{Case, TestContext};
 use crate::support::*;
 
@@ -31,6 +33,9 @@ pub fn cases(url: &str) -> Vec<Case> {
         }),
         case("redis_cluster_writes_wait_for_replica", |c, u| {
             Box::pin(writes_wait_for_replica(c, u))
+        }),
+        case("redis_cluster_replica_cut_off", |c, u| {
+            Box::pin(replica_cut_off(c, u))
         }),
     ]
 }
@@ -147,6 +152,7 @@ pub async fn prefixes_spread(ctx: TestContext, url: String) {
         workers.stop().await;
     }
     let mut runs = read(&done);
+    assert_eq!(runs.len(), 100, "100 runs in all");
     runs.sort_unstable();
     runs.dedup();
     assert_eq!(runs.len(), 100, "every job ran once");
@@ -193,8 +199,25 @@ pub async fn shard_channel_wakeups(ctx: TestContext, url: String) {
         count("SHARDNUMSUB").await == 1
     })
     .await;
-    assert_eq!(count("NUMSUB").await, 0, "no classic channel subscription");
+    // The subscriber wakes everyone once it has subscribed: that notice first.
+    tokio::time::timeout(DEADLINE, wakeups.wait())
+        .await
+        .expect("the subscriber wakes the store once subscribed");
     wakeups.mark_seen();
+    for address in cluster_nodes(&url) {
+        let mut conn = node_connection(&address).await;
+        let counts: Vec<(String, i64)> = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(&channel)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(
+            counts.first().map(|(_, n)| *n).unwrap_or(0),
+            0,
+            "no classic channel subscription on {address}"
+        );
+    }
     let other = open(&url, ctx.namespace()).await;
     other
         .schedule(NewJob::new("woken", json!(null)))
@@ -213,7 +236,7 @@ pub async fn writes_wait_for_replica(ctx: TestContext, url: String) {
     let store = RedisStore::builder()
         .url(&url)
         .prefix(ctx.namespace())
-        .wait_for_replicas(1, Duration::from_secs(5))
+        .wait_for_replicas(1, Duration::from_secs(2))
         .connect()
         .await
         .unwrap();
@@ -293,4 +316,128 @@ pub async fn writes_wait_for_replica(ctx: TestContext, url: String) {
             .unwrap_err();
         assert_eq!(error.kind(), ErrorKind::Config);
     }
+}
+
+/// Cuts a replica off from its master (it cannot resync: its master password is wrong) until
+/// dropped, which lets it resync. The master goes on accepting writes meanwhile.
+pub struct CutOff {
+    replica: String,
+}
+
+impl CutOff {
+    /// Cuts `replica` off from `master` (both `host:port`) and waits until the master sees no
+    /// replica.
+    pub async fn new(master: &str, replica: &str) -> CutOff {
+        let mut replica_conn = node_connection(replica).await;
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("masterauth")
+            .arg("not-the-password")
+            .query_async(&mut replica_conn)
+            .await
+            .unwrap();
+        let cut = CutOff {
+            replica: replica.to_owned(),
+        };
+        let master_conn = node_connection(master).await;
+        wait_until("the master has no replica", DEADLINE, || {
+            let mut conn = master_conn.clone();
+            async move {
+                let _: redis::RedisResult<i64> = redis::cmd("CLIENT")
+                    .arg("KILL")
+                    .arg("TYPE")
+                    .arg("replica")
+                    .query_async(&mut conn)
+                    .await;
+                let info: String = redis::cmd("INFO")
+                    .arg("replication")
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap_or_default();
+                info.contains("connected_slaves:0")
+            }
+        })
+        .await;
+        cut
+    }
+}
+
+impl Drop for CutOff {
+    fn drop(&mut self) {
+        let restored = redis::Client::open(format!("redis://{}", self.replica))
+            .and_then(|client| client.get_connection())
+            .and_then(|mut conn| {
+                redis::cmd("CONFIG")
+                    .arg("SET")
+                    .arg("masterauth")
+                    .arg("")
+                    .query::<()>(&mut conn)
+            });
+        if let Err(e) = restored {
+            eprintln!("restoring the replica {} failed: {e}", self.replica);
+        }
+    }
+}
+
+/// While the prefix's replica is cut off, a store that waits for it refuses writes with
+/// `Unavailable`; a claim it refuses leaves its job as it was (pending, no try counted), so an
+/// outage longer than `max_tries` leases cannot fail a job that never ran. Once the replica is
+/// back, everything works again.
+pub async fn replica_cut_off(ctx: TestContext, url: String) {
+    let plain = open(&url, ctx.namespace()).await;
+    let held = plain
+        .schedule(NewJob::new("held", json!(1)))
+        .await
+        .unwrap()
+        .id()
+        .clone();
+    let waiting = RedisStore::builder()
+        .url(&url)
+        .prefix(ctx.namespace())
+        .wait_for_replicas(1, Duration::from_millis(300))
+        .connect()
+        .await
+        .unwrap();
+    let (master, replicas) = slot_owners(&url, &format!("{}:seq", plain.key_prefix())).await;
+    let cut = CutOff::new(&master, &replicas[0]).await;
+    let error = waiting
+        .schedule(NewJob::new("unconfirmed", json!(2)))
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Unavailable);
+    for _ in 0..3 {
+        let error = waiting
+            .claim(&ClaimRequest::new(["held"], Duration::from_secs(60), 10).worker_id("cut"))
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Unavailable);
+    }
+    let job = plain.get_job(&held).await.unwrap().unwrap();
+    assert_eq!(
+        (job.state, job.tries),
+        (dogs_core::JobState::Pending, 0),
+        "a refused claim leases nothing and counts no try"
+    );
+    drop(cut);
+    let (_, replicas) = slot_owners(&url, &format!("{}:seq", plain.key_prefix())).await;
+    let replica = replicas[0].clone();
+    wait_until("the replica is back in sync", DEADLINE, || {
+        let replica = replica.clone();
+        async move {
+            let mut conn = node_connection(&replica).await;
+            let info: String = redis::cmd("INFO")
+                .arg("replication")
+                .query_async(&mut conn)
+                .await
+                .unwrap_or_default();
+            info.contains("master_link_status:up")
+        }
+    })
+    .await;
+    waiting
+        .schedule(NewJob::new("confirmed", json!(3)))
+        .await
+        .unwrap();
+    let claimed = claim_one(&waiting, "held", Duration::from_secs(30)).await;
+    assert_eq!(claimed.job.tries, 1);
 }

@@ -105,7 +105,8 @@ impl WakeUps {
 ///
 /// `connect` opens the source and returns its notices as a stream; an error item or the
 /// end of the stream means the connection is gone, and the source is opened again, with a pause
-/// of 100 ms doubling up to 10 s between failed attempts. `what` names the source in logs.
+/// of 100 ms doubling up to 10 s between failed attempts (a connection that dropped within a
+/// second of opening counts as one). `what` names the source in logs.
 pub async fn listen_with_reconnect<C, Fut, S, E>(
     what: &str,
     wake: WakeUpSender,
@@ -135,7 +136,7 @@ pub async fn listen_with_reconnect<C, Fut, S, E>(
                 continue;
             }
         };
-        pause = Duration::from_millis(100);
+        let connected_at = tokio::time::Instant::now();
         // What was sent while disconnected is lost: both kinds are looked at again.
         wake.notify();
         wake.notify_cancelled();
@@ -145,12 +146,63 @@ pub async fn listen_with_reconnect<C, Fut, S, E>(
                 notification = notifications.next() => match notification {
                     Some(Ok(notice)) => wake.send(notice),
                     Some(Err(e)) => {
-                        warn!(error = %e, "{what} lost its connection; reconnecting");
+                        warn!(error = %e, retry_in = ?pause, "{what} lost its connection; reconnecting");
                         break;
                     }
                     None => break,
                 },
             }
         }
+        // A connection that held a while is reopened at once; one that dropped within a
+        // second of opening waits, as a failed attempt does, so it cannot spin.
+        if connected_at.elapsed() >= Duration::from_secs(1) {
+            pause = Duration::from_millis(100);
+        } else {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(pause) => {}
+            }
+            pause = (pause * 2).min(Duration::from_secs(10));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A source that connects and then drops at once must not be reopened in a tight loop.
+    #[tokio::test(start_paused = true)]
+    async fn a_source_that_drops_at_once_is_reopened_with_a_pause() {
+        let connects = Arc::new(AtomicUsize::new(0));
+        let stop = CancellationToken::new();
+        let counter = Arc::clone(&connects);
+        let give_up = stop.clone();
+        let listener = tokio::spawn(listen_with_reconnect(
+            "test source",
+            WakeUpSender::new(),
+            stop.clone(),
+            move || {
+                // A tight loop never lets the paused clock move: it is stopped here.
+                if counter.fetch_add(1, Ordering::Relaxed) >= 1000 {
+                    give_up.cancel();
+                }
+                async {
+                    Ok::<_, String>(futures::stream::iter([Err::<Notice, _>(
+                        "dropped".to_owned(),
+                    )]))
+                }
+            },
+        ));
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        stop.cancel();
+        listener.await.unwrap();
+        // Pauses of 0.1, 0.2, 0.4, ... 6.4 s: 7 or 8 attempts in 10 s, not thousands.
+        let attempts = connects.load(Ordering::Relaxed);
+        assert!(attempts <= 10, "{attempts} connections in 10 s");
     }
 }

@@ -131,8 +131,11 @@ impl RedisStoreBuilder {
     /// master acknowledged can be lost when the master dies and a replica takes over. With it, a
     /// write fewer replicas confirmed in time fails with `Unavailable` (it is on the master, and
     /// may still be lost in a failover); a write that succeeded survives the loss of the master.
+    /// A claim first checks, with `WAIT`, that the replicas are there, so a claim refused this
+    /// way leases nothing. `WAIT` holds the connection it is sent on, so while replicas are
+    /// missing every call waits behind it: `timeout` must be shorter than the response timeout.
     /// Works on one server with replicas as on a cluster. Off by default; `replicas` must be at
-    /// least 1 and `timeout` more than zero and at most an hour. A schedule call that failed
+    /// least 1 and `timeout` from 1 ms to an hour. A schedule call that failed
     /// this way may have stored its job: retry it with a unique identifier to be sure of one
     /// copy.
     pub fn wait_for_replicas(mut self, replicas: u32, timeout: Duration) -> Self {
@@ -165,11 +168,18 @@ impl RedisStoreBuilder {
     pub async fn connect(self) -> Result<RedisStore> {
         validate_prefix(&self.prefix)?;
         if let Some(wait) = self.wait {
-            if wait.replicas == 0 || wait.timeout.is_zero() || wait.timeout > MAX_REPLICA_WAIT {
-                return Err(Error::config(
-                    "waiting for replicas needs at least 1 replica and a time-out above zero and \
-                     at most an hour",
-                ));
+            // `WAIT` holds the connection it is sent on: every later command on it waits behind
+            // it, so it must end well within the response timeout.
+            if wait.replicas == 0
+                || wait.timeout < Duration::from_millis(1)
+                || wait.timeout > MAX_REPLICA_WAIT
+                || wait.timeout >= self.response_timeout
+            {
+                return Err(Error::config(format!(
+                    "waiting for replicas needs at least 1 replica and a time-out of at least 1 ms, \
+                     at most an hour, and shorter than the response timeout ({:?})",
+                    self.response_timeout
+                )));
             }
         }
         let cluster_nodes = match &self.url {
@@ -260,9 +270,34 @@ impl RedisStoreBuilder {
             .with_source(error)
         })?;
         let tag = format!("{{{}}}", self.prefix);
-        let connection = ClusterRoute::new(connection, &tag, self.response_timeout);
+        let mut connection =
+            Connection::Cluster(ClusterRoute::new(connection, &tag, self.response_timeout));
+        // Wake-ups are published with SPUBLISH, which Redis 6 lacks: a script would fail after
+        // its writes (a job stored, its caller told it failed).
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut connection)
+            .await
+            .map_err(|e| crate::error::redis_error("reading the server's version", e))?;
+        let version = info
+            .lines()
+            .find_map(|line| line.strip_prefix("redis_version:"))
+            .unwrap_or("")
+            .trim()
+            .to_owned();
+        let major: u32 = version
+            .split('.')
+            .next()
+            .and_then(|major| major.parse().ok())
+            .unwrap_or(0);
+        if major < 7 {
+            return Err(Error::config(format!(
+                "a Redis Cluster store needs Redis 7 or newer (sharded pub/sub); the cluster at \
+                 {addresses} runs {version:?}"
+            )));
+        }
         let store = RedisStore::new(
-            Connection::Cluster(connection),
+            connection,
             Some(Subscriber::Cluster(nodes)),
             &self.prefix,
             self.max_params_bytes,

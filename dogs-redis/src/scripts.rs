@@ -15,6 +15,12 @@ const COMMON: &str = include_str!("lua/common.lua");
 /// One script of the store.
 pub(crate) struct StoreScript {
     script: Script,
+    /// Its whole text, sent with `EVAL` when the server does not have it.
+    code: String,
+    /// Whether a store that waits for replicas first checks that they are there, so that a call
+    /// it would refuse writes nothing (a claim refused after it leased its jobs would leave them
+    /// leased, a try counted, until their leases end).
+    checks_first: bool,
     /// Whether a store that waits for replicas waits after it: every script that writes but
     /// the layout migration, which can run again.
     waits: bool,
@@ -43,14 +49,22 @@ impl Scripts {
     /// within the prefix's shard) instead of a channel every node forwards (`PUBLISH`).
     pub(crate) fn new(cluster: bool) -> Self {
         let publish = if cluster { "SPUBLISH" } else { "PUBLISH" };
-        let script = |body: &str, waits: bool| StoreScript {
-            script: Script::new(&format!("local PUBLISH = '{publish}'\n{COMMON}\n{body}")),
-            waits,
+        let script = |body: &str, waits: bool| {
+            let code = format!("local PUBLISH = '{publish}'\n{COMMON}\n{body}");
+            StoreScript {
+                script: Script::new(&code),
+                code,
+                waits,
+                checks_first: false,
+            }
         };
         Scripts {
             schedule: script(include_str!("lua/schedule.lua"), true),
             register: script(include_str!("lua/register.lua"), true),
-            claim: script(include_str!("lua/claim.lua"), true),
+            claim: StoreScript {
+                checks_first: true,
+                ..script(include_str!("lua/claim.lua"), true)
+            },
             extend: script(include_str!("lua/extend.lua"), true),
             complete: script(include_str!("lua/complete.lua"), true),
             record: script(include_str!("lua/record.lua"), true),
@@ -98,24 +112,41 @@ impl Call<'_> {
     /// pipeline, and fails with `Unavailable` when fewer replicas than asked confirmed the write
     /// in time: the write is on the master, but a failover may lose it.
     pub(crate) async fn run<T: FromRedisValue>(&self, store: &RedisStore, what: &str) -> Result<T> {
-        let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(self.script.script.get_hash())
-            .arg(self.keys.len())
-            .arg(&self.keys)
-            .arg(&self.args);
         let wait = store.inner.wait.filter(|_| self.script.waits);
         let mut conn = store.conn();
-        let mut loaded = false;
+        if let Some(wait) = wait.filter(|_| self.script.checks_first) {
+            let confirmed: Value = wait
+                .command()
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| redis_error(what, e))?;
+            wait.check(what, confirmed)?;
+        }
+        let command = |eval: bool| {
+            let mut cmd = if eval {
+                let mut cmd = redis::cmd("EVAL");
+                cmd.arg(&self.script.code);
+                cmd
+            } else {
+                let mut cmd = redis::cmd("EVALSHA");
+                cmd.arg(self.script.script.get_hash());
+                cmd
+            };
+            cmd.arg(self.keys.len()).arg(&self.keys).arg(&self.args);
+            cmd
+        };
+        // The script's hash first; its whole text when the server does not have it (`EVAL`
+        // also caches it), sent to the same node by the same routing as every other command.
+        let mut eval = false;
         loop {
+            let cmd = command(eval);
             let (reply, confirmed) = match wait {
                 None => (cmd.query_async::<Value>(&mut conn).await, None),
                 Some(wait) => {
                     let mut pipe = redis::pipe();
                     pipe.ignore_errors()
-                        .add_command(cmd.clone())
-                        .cmd("WAIT")
-                        .arg(wait.replicas)
-                        .arg(u64::try_from(wait.timeout.as_millis()).unwrap_or(u64::MAX));
+                        .add_command(cmd)
+                        .add_command(wait.command());
                     match pipe.query_async::<(Value, Value)>(&mut conn).await {
                         Ok((reply, confirmed)) => (Ok(reply), Some(confirmed)),
                         Err(e) => (Err(e), None),
@@ -128,15 +159,9 @@ impl Call<'_> {
             };
             match reply {
                 Err(e)
-                    if e.kind() == redis::ErrorKind::Server(ServerErrorKind::NoScript)
-                        && !loaded =>
+                    if e.kind() == redis::ErrorKind::Server(ServerErrorKind::NoScript) && !eval =>
                 {
-                    self.script
-                        .script
-                        .load_async(&mut conn)
-                        .await
-                        .map_err(|e| redis_error(what, e))?;
-                    loaded = true;
+                    eval = true;
                 }
                 Err(e) => return Err(redis_error(what, e)),
                 Ok(value) => {
@@ -159,6 +184,17 @@ pub(crate) struct ReplicaWait {
 }
 
 impl ReplicaWait {
+    /// `WAIT replicas timeout` (the timeout in whole milliseconds, at least 1: 0 would wait
+    /// forever).
+    fn command(self) -> redis::Cmd {
+        let millis = u64::try_from(self.timeout.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let mut cmd = redis::cmd("WAIT");
+        cmd.arg(self.replicas).arg(millis);
+        cmd
+    }
+
     /// `WAIT`'s answer: the number of replicas that confirmed.
     fn check(self, what: &str, confirmed: Value) -> Result<()> {
         let confirmed = match confirmed {

@@ -19,7 +19,7 @@ use dogs_redis::redis;
 
 use super::process::{log_summary, WorkerProcess, WorkerSpec};
 use super::{Env, StoreSettings};
-use crate::redis_cluster::slot_owners;
+use crate::redis_cluster::{slot_owners, CutOff};
 
 /// A Redis Cluster the suite started.
 pub struct OwnCluster {
@@ -218,6 +218,16 @@ pub async fn failover(env: Env) {
             figures.promoted_after.as_secs_f64()
         );
     }
+    // The fault bites: without a precaution, what the master acknowledged while its replica
+    // was cut off is gone.
+    assert!(
+        plain.in_window > 0,
+        "jobs were acknowledged while the replica was cut off"
+    );
+    assert!(
+        plain.lost > 0,
+        "without a precaution the failover loses acknowledged jobs"
+    );
     assert_eq!(
         waiting.lost, 0,
         "no acknowledged job is lost with wait_for_replicas"
@@ -304,23 +314,13 @@ async fn run(env: &Env, wait_replicas: u32) -> Option<Figures> {
     .await;
 
     // The shard's replication link breaks: the replica cannot resync (its master password is
-    // wrong), while the master goes on accepting writes for a second under load.
-    let mut replica_conn = node(replica).await;
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("masterauth")
-        .arg("not-the-password")
-        .query_async(&mut replica_conn)
-        .await
-        .unwrap();
-    let mut master_conn = node(master).await;
-    let _: i64 = redis::cmd("CLIENT")
-        .arg("KILL")
-        .arg("TYPE")
-        .arg("replica")
-        .query_async(&mut master_conn)
-        .await
-        .unwrap();
+    // wrong, and the master shows no replica), while the master goes on accepting writes for a
+    // second under load.
+    let cut = CutOff::new(
+        &format!("127.0.0.1:{master}"),
+        &format!("127.0.0.1:{replica}"),
+    )
+    .await;
     let before_kill = acknowledged(&workers);
     let window_end = Instant::now() + Duration::from_secs(1);
     while Instant::now() < window_end {
@@ -329,13 +329,7 @@ async fn run(env: &Env, wait_replicas: u32) -> Option<Figures> {
     let in_window = acknowledged(&workers) - before_kill;
     cluster.kill(master);
     let killed_at = Instant::now();
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("masterauth")
-        .arg("")
-        .query_async(&mut replica_conn)
-        .await
-        .unwrap();
+    drop(cut);
     wait_until(
         "the replica is promoted",
         Duration::from_secs(60),

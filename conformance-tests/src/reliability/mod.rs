@@ -45,7 +45,7 @@ pub struct StoreSettings {
     /// Connection and operation timeout.
     pub timeout: Duration,
     /// Redis: how many replicas must confirm each write (0: none, the default), waiting up to
-    /// `timeout`.
+    /// half of `timeout`.
     pub wait_for_replicas: u32,
 }
 
@@ -69,7 +69,8 @@ pub async fn open_store(settings: &StoreSettings, namespace: &str) -> Result<Arc
                 .prefix(namespace)
                 .response_timeout(timeout);
             if settings.wait_for_replicas > 0 {
-                builder = builder.wait_for_replicas(settings.wait_for_replicas, timeout);
+                // Within the response timeout: `WAIT` holds its connection.
+                builder = builder.wait_for_replicas(settings.wait_for_replicas, timeout / 2);
             }
             Arc::new(builder.connect().await?)
         }
