@@ -60,7 +60,7 @@ impl Backend {
             Backend::Redis(url, wait) => {
                 let mut builder = dogs_redis::RedisStore::builder().url(url).prefix(namespace);
                 if *wait > 0 {
-                    builder = builder.wait_for_replicas(*wait, std::time::Duration::from_secs(5));
+                    builder = builder.wait_for_replicas(*wait, std::time::Duration::from_secs(2));
                 }
                 Arc::new(builder.connect().await?)
             }
