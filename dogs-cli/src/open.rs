@@ -16,7 +16,8 @@ use serde::Serialize;
 pub enum StoreKind {
     /// `postgres://` or `postgresql://`: [`PostgresStore`]; the namespace is its schema.
     Postgres,
-    /// `redis://` or `rediss://`: [`RedisStore`]; the namespace is its key prefix.
+    /// `redis://` or `rediss://`, or a Redis Cluster's `redis+cluster://` or
+    /// `rediss+cluster://`: [`RedisStore`]; the namespace is its key prefix.
     Redis,
     /// `mongodb://` or `mongodb+srv://`: [`MongoStore`]; the namespace is its database.
     Mongo,
@@ -33,10 +34,10 @@ impl StoreKind {
         };
         match scheme.to_ascii_lowercase().as_str() {
             "postgres" | "postgresql" => Ok(StoreKind::Postgres),
-            "redis" | "rediss" => Ok(StoreKind::Redis),
+            "redis" | "rediss" | "redis+cluster" | "rediss+cluster" => Ok(StoreKind::Redis),
             "mongodb" | "mongodb+srv" => Ok(StoreKind::Mongo),
             _ => Err(Error::config(format!(
-                "the store address {} names no store dogs knows: its scheme must be postgres://, postgresql://, redis://, rediss://, mongodb:// or mongodb+srv://",
+                "the store address {} names no store dogs knows: its scheme must be postgres://, postgresql://, redis://, rediss://, redis+cluster://, rediss+cluster://, mongodb:// or mongodb+srv://",
                 redact_url(url)
             ))),
         }
@@ -297,6 +298,10 @@ mod tests {
         assert_eq!(kind("PostgreSQL://db/app"), Ok(StoreKind::Postgres));
         assert_eq!(kind("redis://cache"), Ok(StoreKind::Redis));
         assert_eq!(kind("rediss://cache"), Ok(StoreKind::Redis));
+        assert_eq!(
+            kind("redis+cluster://10.0.0.1:7000,10.0.0.2:7000"),
+            Ok(StoreKind::Redis)
+        );
         assert_eq!(kind("mongodb://db"), Ok(StoreKind::Mongo));
         assert_eq!(kind("mongodb+srv://db"), Ok(StoreKind::Mongo));
         assert_eq!(kind("mysql://db"), Err(ErrorKind::Config));
