@@ -59,6 +59,15 @@ pub async fn node_connection(address: &str) -> redis::aio::MultiplexedConnection
         .unwrap()
 }
 
+/// What `INFO replication` says on `conn` (empty when the node does not answer).
+pub async fn replication(conn: &mut redis::aio::MultiplexedConnection) -> String {
+    redis::cmd("INFO")
+        .arg("replication")
+        .query_async(conn)
+        .await
+        .unwrap_or_default()
+}
+
 /// Who serves the slot of `key`: its master's and its replicas' `host:port`.
 pub async fn slot_owners(url: &str, key: &str) -> (String, Vec<String>) {
     let mut conn = node_connection(&cluster_nodes(url)[0]).await;
@@ -349,12 +358,7 @@ impl CutOff {
                     .arg("replica")
                     .query_async(&mut conn)
                     .await;
-                let info: String = redis::cmd("INFO")
-                    .arg("replication")
-                    .query_async(&mut conn)
-                    .await
-                    .unwrap_or_default();
-                info.contains("connected_slaves:0")
+                replication(&mut conn).await.contains("connected_slaves:0")
             }
         })
         .await;
@@ -425,12 +429,9 @@ pub async fn replica_cut_off(ctx: TestContext, url: String) {
         let replica = replica.clone();
         async move {
             let mut conn = node_connection(&replica).await;
-            let info: String = redis::cmd("INFO")
-                .arg("replication")
-                .query_async(&mut conn)
+            replication(&mut conn)
                 .await
-                .unwrap_or_default();
-            info.contains("master_link_status:up")
+                .contains("master_link_status:up")
         }
     })
     .await;

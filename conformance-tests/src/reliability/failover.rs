@@ -19,7 +19,8 @@ use dogs_redis::redis;
 
 use super::process::{log_summary, WorkerProcess, WorkerSpec};
 use super::{Env, StoreSettings};
-use crate::redis_cluster::{slot_owners, CutOff};
+use crate::redis_cluster::{replication, slot_owners, CutOff};
+use crate::support::wait_until;
 
 /// A Redis Cluster the suite started.
 pub struct OwnCluster {
@@ -43,18 +44,6 @@ fn free_cluster_port() -> u16 {
 
 async fn node(port: u16) -> redis::aio::MultiplexedConnection {
     crate::redis_cluster::node_connection(&format!("127.0.0.1:{port}")).await
-}
-
-async fn wait_until<F, Fut>(what: &str, deadline: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let end = Instant::now() + deadline;
-    while !check().await {
-        assert!(Instant::now() < end, "{what}: not within {deadline:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 async fn role(port: u16) -> Option<String> {
@@ -266,12 +255,9 @@ async fn run(env: &Env, wait_replicas: u32) -> Option<Figures> {
         Duration::from_secs(60),
         || async move {
             let mut conn = node(replica).await;
-            let info: String = redis::cmd("INFO")
-                .arg("replication")
-                .query_async(&mut conn)
+            replication(&mut conn)
                 .await
-                .unwrap_or_default();
-            info.contains("master_link_status:up")
+                .contains("master_link_status:up")
         },
     )
     .await;
