@@ -276,13 +276,22 @@ fn run_scenario(
         let timeout = scenario_timeout();
         let outcome =
             tokio::time::timeout(timeout, AssertUnwindSafe(run(env)).catch_unwind()).await;
-        let cleanup = cleanup(&settings, &namespace).await;
+        // A store that stopped answering must fail this scenario, not hold up the rest.
+        let cleanup = tokio::time::timeout(Duration::from_secs(60), cleanup(&settings, &namespace))
+            .await
+            .unwrap_or_else(|_| {
+                Err(dogs_core::Error::unavailable(
+                    "cleanup timed out after 60 s",
+                ))
+            });
         match outcome {
             Err(_) => Err(Failed::from(format!("timed out after {timeout:?}"))),
             Ok(Err(panic)) => Err(Failed::from(crate::harness::panic_message(panic))),
             Ok(Ok(())) => cleanup.map_err(|e| Failed::from(format!("cleanup failed: {e}"))),
         }
     });
+    // Tasks a timed-out scenario left blocked are abandoned, not waited for.
+    runtime.shutdown_timeout(Duration::from_secs(10));
     if outcome.is_ok() {
         let _ = std::fs::remove_dir_all(&dir);
     } else {
