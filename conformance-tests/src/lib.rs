@@ -18,6 +18,7 @@ pub mod postgres;
 pub mod redis;
 pub mod redis_cluster;
 pub mod reliability;
+pub mod sqlite;
 pub mod store_suite;
 pub mod support;
 pub mod worker_suite;
