@@ -5,7 +5,8 @@
 //! suite's own, clock skew, a handler far past its lease; then bad input, hand-written bad
 //! records, property tests and secrets. Each scenario is a test named `<scenario>::<backend>`;
 //! the memory store, which lives inside one process, takes the scenarios that do not need a
-//! second process or a server.
+//! second process or a server; SQLite files, shared by processes of one machine with no server
+//! between them, take those that need several processes but no network or second clock.
 //!
 //! `SOAK=1` (or `SOAK_JOBS` / `SOAK_SECONDS`) turns the load scenarios into the long soak.
 
@@ -38,9 +39,9 @@ use crate::env::{self, Server};
 /// a call may wait on an unreachable server.
 #[derive(Debug, Clone)]
 pub struct StoreSettings {
-    /// `memory`, `postgres`, `redis` or `mongo`.
+    /// `memory`, `postgres`, `redis`, `mongo` or `sqlite`.
     pub backend: String,
-    /// The server's URL (empty for memory).
+    /// The server's URL (empty for memory; for SQLite, the folder of the namespaces' files).
     pub url: String,
     /// Connection and operation timeout.
     pub timeout: Duration,
@@ -83,9 +84,21 @@ pub async fn open_store(settings: &StoreSettings, namespace: &str) -> Result<Arc
                 .connect()
                 .await?,
         ),
+        "sqlite" => Arc::new(
+            dogs_sqlite::SqliteStore::builder()
+                .path(sqlite_file(&settings.url, namespace))
+                .request_timeout(timeout)
+                .connect()
+                .await?,
+        ),
         "memory" => Arc::new(dogs_memory::MemoryStore::new()),
         other => return Err(dogs_core::Error::config(format!("unknown backend {other}"))),
     })
+}
+
+/// The SQLite file of `namespace` in the folder `dir`.
+pub fn sqlite_file(dir: &str, namespace: &str) -> PathBuf {
+    std::path::Path::new(dir).join(format!("{namespace}.db"))
 }
 
 /// What a scenario gets: the backend, a fresh namespace, and the worker binary.
@@ -134,8 +147,12 @@ pub struct Scenario {
     run: fn(Env) -> ScenarioFuture,
 }
 
+/// The stores on a server: the network between worker and store, and the server's own clock,
+/// can fail on their own.
 const SHARED: &[&str] = &["postgres", "redis", "mongo"];
-const ALL: &[&str] = &["memory", "postgres", "redis", "mongo"];
+/// The stores several processes share: the servers', and a SQLite file.
+const PROCESSES: &[&str] = &["postgres", "redis", "mongo", "sqlite"];
+const ALL: &[&str] = &["memory", "postgres", "redis", "mongo", "sqlite"];
 
 macro_rules! scenario {
     ($name:literal, $backends:expr, $f:path) => {
@@ -152,7 +169,7 @@ pub fn scenarios() -> Vec<Scenario> {
     use scenarios as s;
     vec![
         scenario!("exactly_once_under_load", ALL, s::exactly_once_under_load),
-        scenario!("crash", SHARED, s::crash),
+        scenario!("crash", PROCESSES, s::crash),
         scenario!("store_outage", SHARED, s::store_outage),
         scenario!("store_blip", SHARED, network::store_blip),
         scenario!("stop_bound", SHARED, network::stop_bound),
@@ -162,7 +179,7 @@ pub fn scenarios() -> Vec<Scenario> {
         scenario!("slow_handler", ALL, s::slow_handler),
         scenario!("hostile_strings", ALL, inputs::hostile_strings),
         scenario!("large_params", ALL, inputs::large_params),
-        scenario!("bad_records", SHARED, records::bad_records),
+        scenario!("bad_records", PROCESSES, records::bad_records),
         scenario!(
             "params_roundtrip_property",
             ALL,
@@ -194,8 +211,14 @@ pub fn run(worker_bin: &str) -> ! {
         args.test_threads = Some(1);
     }
     let mut servers = Vec::new();
+    // SQLite needs no server: its files go in a folder of this run's own.
+    let sqlite_dir =
+        std::env::temp_dir().join(format!("dogs-sqlite-reliability-{}", std::process::id()));
+    let sqlite = std::fs::create_dir_all(&sqlite_dir)
+        .map(|()| sqlite_dir.display().to_string())
+        .map_err(|e| format!("{}: {e}", sqlite_dir.display()));
     let mut reachable: Vec<(&'static str, std::result::Result<String, String>)> =
-        vec![("memory", Ok(String::new()))];
+        vec![("memory", Ok(String::new())), ("sqlite", sqlite)];
     for server in [Server::Postgres, Server::Redis, Server::Mongo] {
         match env::find_server(server) {
             Ok(handle) => {
@@ -246,6 +269,7 @@ pub fn run(worker_bin: &str) -> ! {
     }
     let conclusion = libtest_mimic::run(&args, trials);
     drop(servers);
+    let _ = std::fs::remove_dir_all(&sqlite_dir);
     conclusion.exit()
 }
 
@@ -318,6 +342,7 @@ async fn cleanup(settings: &StoreSettings, namespace: &str) -> Result<()> {
                 .cleanup(namespace)
                 .await
         }
+        "sqlite" => crate::sqlite::remove_db(&sqlite_file(&url, namespace)),
         _ => Ok(()),
     }
 }

@@ -142,6 +142,34 @@ async fn write_bad_records(env: &Env, name: &str) -> usize {
             jobs.insert_many(docs).await.unwrap();
             count
         }
+        "sqlite" => {
+            use dogs_sqlite::sqlx::{self, Connection};
+            let path = super::sqlite_file(&env.settings.url, &env.namespace);
+            let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+                .await
+                .unwrap();
+            let now = chrono::Utc::now().timestamp_millis();
+            let insert = |params: &str, priority: i64, run_at: i64, tries: i64| {
+                format!(
+                    "INSERT INTO jobs (name, kind, params, priority, run_at, tries, state, created_at) \
+                     VALUES ('{name}', 'event', '{params}', {priority}, {run_at}, {tries}, 'pending', {now})"
+                )
+            };
+            let rows = [
+                // params that are not JSON
+                insert("{not json", 1, now, 0),
+                // tries far out of range (the claim counts it up, still negative)
+                insert("{}", 1, now, -5),
+                // a priority past any i32
+                insert("{}", 9_000_000_000_000, now, 0),
+                // a run time past any date dogs can hold
+                insert("{}", 1, i64::MIN + 1, 0),
+            ];
+            for row in &rows {
+                sqlx::query(row).execute(&mut conn).await.unwrap();
+            }
+            rows.len()
+        }
         other => panic!("no hand-written records for {other}"),
     }
 }
