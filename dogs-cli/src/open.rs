@@ -8,6 +8,7 @@ use dogs_core::{redact_url, Error, ErrorKind, JobStore, Result};
 use dogs_mongo::MongoStore;
 use dogs_postgres::PostgresStore;
 use dogs_redis::RedisStore;
+use dogs_sqlite::SqliteStore;
 use serde::Serialize;
 
 /// The stores a URL can name.
@@ -21,6 +22,9 @@ pub enum StoreKind {
     Redis,
     /// `mongodb://` or `mongodb+srv://`: [`MongoStore`]; the namespace is its database.
     Mongo,
+    /// `sqlite://PATH`: [`SqliteStore`] in the file at PATH, which is the whole store (there
+    /// is no namespace inside it).
+    Sqlite,
 }
 
 impl StoreKind {
@@ -29,35 +33,38 @@ impl StoreKind {
     pub fn of_url(url: &str) -> Result<StoreKind> {
         let Some((scheme, _)) = url.split_once("://") else {
             return Err(Error::config(
-                "the store address is not a URL: give one such as postgres://user@host/db, redis://host:6379 or mongodb://host:27017/db",
+                "the store address is not a URL: give one such as postgres://user@host/db, redis://host:6379, mongodb://host:27017/db or sqlite://jobs.db",
             ));
         };
         match scheme.to_ascii_lowercase().as_str() {
             "postgres" | "postgresql" => Ok(StoreKind::Postgres),
             "redis" | "rediss" | "redis+cluster" | "rediss+cluster" => Ok(StoreKind::Redis),
             "mongodb" | "mongodb+srv" => Ok(StoreKind::Mongo),
+            "sqlite" => Ok(StoreKind::Sqlite),
             _ => Err(Error::config(format!(
-                "the store address {} names no store dogs knows: its scheme must be postgres://, postgresql://, redis://, rediss://, redis+cluster://, rediss+cluster://, mongodb:// or mongodb+srv://",
+                "the store address {} names no store dogs knows: its scheme must be postgres://, postgresql://, redis://, rediss://, redis+cluster://, rediss+cluster://, mongodb://, mongodb+srv:// or sqlite://",
                 redact_url(url)
             ))),
         }
     }
 
-    /// `PostgreSQL`, `Redis` or `MongoDB`.
+    /// `PostgreSQL`, `Redis`, `MongoDB` or `SQLite`.
     pub fn display_name(self) -> &'static str {
         match self {
             StoreKind::Postgres => "PostgreSQL",
             StoreKind::Redis => "Redis",
             StoreKind::Mongo => "MongoDB",
+            StoreKind::Sqlite => "SQLite",
         }
     }
 
-    /// What the namespace is in this store: `schema`, `key prefix` or `database`.
+    /// What the namespace is in this store: `schema`, `key prefix`, `database` or `file`.
     pub fn namespace_word(self) -> &'static str {
         match self {
             StoreKind::Postgres => "schema",
             StoreKind::Redis => "key prefix",
             StoreKind::Mongo => "database",
+            StoreKind::Sqlite => "file",
         }
     }
 }
@@ -79,10 +86,12 @@ impl Default for OpenOptions {
 
 /// Opens the store `url` names, in `namespace` (the PostgreSQL schema, the Redis key prefix or
 /// the MongoDB database; `None` for the store's default, which for MongoDB is the URL's
-/// database, else `dogs`).
+/// database, else `dogs`). A SQLite file is a store whole: a namespace with `sqlite://` is a
+/// `Config` error.
 ///
-/// Never creates a PostgreSQL schema nor applies migrations: a schema without dogs' tables is a
-/// `Config` error that says to run `dogs migrate` ([`migrate_store`]). Redis and MongoDB stores
+/// Never creates a PostgreSQL schema nor a SQLite file: a schema without dogs' tables, or a
+/// file that does not exist, is a `Config` error that says to run `dogs migrate`
+/// ([`migrate_store`]). A SQLite file that exists gets the migrations it lacks. Redis and MongoDB stores
 /// do at every connection what they need (Redis moves keys of earlier versions to the current
 /// layout, MongoDB creates its indexes).
 ///
@@ -106,6 +115,7 @@ pub async fn open_store_with(
         }
         StoreKind::Redis => Arc::new(connect_redis(url, namespace, options).await?),
         StoreKind::Mongo => Arc::new(connect_mongo(url, namespace, options).await?),
+        StoreKind::Sqlite => Arc::new(connect_sqlite(url, namespace, options, false).await?),
     })
 }
 
@@ -121,7 +131,8 @@ pub struct Migrated {
 }
 
 /// Brings the store's layout up to date: on PostgreSQL, creates the schema and applies the
-/// migrations it lacks (idempotent, safe while workers run); Redis and MongoDB have no schema,
+/// migrations it lacks (idempotent, safe while workers run); on SQLite the same, creating the
+/// file when it does not exist; Redis and MongoDB have no schema,
 /// and connecting does what they need (Redis moves keys of earlier versions to the current
 /// layout, MongoDB creates its indexes).
 pub async fn migrate_store(
@@ -153,6 +164,14 @@ pub async fn migrate_store(
                 "MongoDB has no schema to migrate: the indexes of database '{database}' are in place"
             );
             (database, message)
+        }
+        StoreKind::Sqlite => {
+            let store = connect_sqlite(url, namespace, options, true).await?;
+            let file = store
+                .path()
+                .map_or_else(|| url.to_owned(), |path| path.display().to_string());
+            let message = format!("SQLite file '{file}': every migration is applied");
+            (file, message)
         }
     };
     Ok(Migrated {
@@ -200,6 +219,40 @@ async fn connect_mongo(
         builder = builder.database(database);
     }
     builder.connect().await
+}
+
+/// Opens the SQLite file `url` names; unless `create`, a file that does not exist is refused
+/// rather than made empty (a mistyped path would otherwise show an empty store).
+async fn connect_sqlite(
+    url: &str,
+    namespace: Option<&str>,
+    options: OpenOptions,
+    create: bool,
+) -> Result<SqliteStore> {
+    if let Some(namespace) = namespace {
+        return Err(Error::config(format!(
+            "a SQLite store is its file, with no namespace inside it: name another file instead of namespace '{namespace}'"
+        )));
+    }
+    let path = url
+        .split_once("://")
+        .map(|(_, path)| path.split(['?', '#']).next().unwrap_or(path))
+        .unwrap_or_default();
+    if path.is_empty() {
+        return Err(Error::config(
+            "a SQLite store address names its file: sqlite://PATH, such as sqlite://jobs.db or sqlite:///var/lib/app/jobs.db",
+        ));
+    }
+    if !create && !std::path::Path::new(path).exists() {
+        return Err(Error::config(format!(
+            "SQLite file '{path}' does not exist; run `dogs migrate` with the same --store to create it"
+        )));
+    }
+    SqliteStore::builder()
+        .url(url)
+        .busy_timeout(options.timeout)
+        .connect()
+        .await
 }
 
 /// Refuses a PostgreSQL schema that `migrate` never ran on.
@@ -304,6 +357,8 @@ mod tests {
         );
         assert_eq!(kind("mongodb://db"), Ok(StoreKind::Mongo));
         assert_eq!(kind("mongodb+srv://db"), Ok(StoreKind::Mongo));
+        assert_eq!(kind("sqlite://jobs.db"), Ok(StoreKind::Sqlite));
+        assert_eq!(kind("SQLite:///var/lib/app/jobs.db"), Ok(StoreKind::Sqlite));
         assert_eq!(kind("mysql://db"), Err(ErrorKind::Config));
         assert_eq!(kind("db.internal"), Err(ErrorKind::Config));
     }

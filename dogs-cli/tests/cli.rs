@@ -1,13 +1,15 @@
-//! The `dogs` binary against every store a separate process can reach: PostgreSQL, Redis and
-//! MongoDB (the memory store lives inside one process, so it has no URL).
+//! The `dogs` binary against every store a separate process can reach: PostgreSQL, Redis,
+//! MongoDB and SQLite files (the memory store lives inside one process, so it has no URL).
 //!
 //! Each test sets jobs up in a fresh namespace with the store crates, runs the binary on the
 //! same namespace, checks what it printed, its exit code and the store's state afterwards, and
-//! removes the namespace. A backend whose URL (`DOGS_POSTGRES_URL`, `DOGS_REDIS_URL`,
+//! removes the namespace (for SQLite, whose file is the whole store, each namespace is a file of
+//! its own, named by the URL with no `--namespace`). A backend whose URL (`DOGS_POSTGRES_URL`, `DOGS_REDIS_URL`,
 //! `DOGS_MONGO_URL`) is missing is skipped with one line, or fails when `DOGS_REQUIRE` names it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::process::Output;
 use std::sync::Arc;
@@ -33,9 +35,47 @@ const SERVERS: [Server; 3] = [Server::Postgres, Server::Redis, Server::Mongo];
 /// PostgreSQL's.
 const UNKNOWN_ID: &str = "0123456789abcdef01234567";
 
+/// Where a test's jobs live: a server's store, or a SQLite file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Server(Server),
+    Sqlite,
+}
+
+impl Target {
+    fn name(self) -> &'static str {
+        match self {
+            Target::Server(server) => server.backend_name(),
+            Target::Sqlite => "sqlite",
+        }
+    }
+}
+
+/// The folder of the SQLite files of this test run.
+fn sqlite_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("dogs-cli-tests-{}", std::process::id()))
+}
+
+/// The SQLite file of `namespace`, and its URL.
+fn sqlite_file(namespace: &str) -> (PathBuf, String) {
+    let path = sqlite_dir().join(format!("{namespace}.db"));
+    let url = format!("sqlite://{}", path.display());
+    (path, url)
+}
+
+/// Removes a SQLite file and its write-ahead log.
+fn remove_sqlite(path: &Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut file = path.as_os_str().to_owned();
+        file.push(suffix);
+        let _ = std::fs::remove_file(file);
+    }
+}
+
 /// One backend's server and a fresh namespace on it, with the store opened in-process.
 struct Env {
-    server: Server,
+    target: Target,
+    /// The server's URL (for SQLite, the namespace's file's).
     url: String,
     namespace: String,
     store: Arc<dyn JobStore>,
@@ -47,10 +87,27 @@ impl Env {
         self.dogs_in(&self.namespace)
     }
 
-    /// `dogs` on another namespace of the same server.
+    /// The arguments that name this test's store: `--store URL --namespace NS`, or for SQLite
+    /// `--store sqlite://FILE`.
+    fn store_args(&self) -> Vec<String> {
+        match self.target {
+            Target::Server(_) => vec![
+                "--store".into(),
+                self.url.clone(),
+                "--namespace".into(),
+                self.namespace.clone(),
+            ],
+            Target::Sqlite => vec!["--store".into(), self.url.clone()],
+        }
+    }
+
+    /// `dogs` on another namespace of the same server (for SQLite, another file).
     fn dogs_in(&self, namespace: &str) -> Command {
         let mut cmd = dogs();
-        cmd.args(["--store", &self.url, "--namespace", namespace]);
+        match self.target {
+            Target::Server(_) => cmd.args(["--store", &self.url, "--namespace", namespace]),
+            Target::Sqlite => cmd.args(["--store", &sqlite_file(namespace).1]),
+        };
         cmd
     }
 
@@ -115,7 +172,7 @@ impl Env {
     }
 
     fn name(&self) -> &'static str {
-        self.server.backend_name()
+        self.target.name()
     }
 
     async fn job(&self, id: &JobId) -> Option<dogs_core::Job> {
@@ -158,6 +215,40 @@ type Body = Pin<Box<dyn Future<Output = ()> + Send>>;
 /// Runs `body` once per backend that can be reached, each in a fresh namespace removed
 /// afterwards.
 fn per_backend(test: &str, body: fn(Env) -> Body) {
+    on_servers(test, body);
+    on_sqlite(test, body);
+}
+
+/// Runs `body` on a fresh SQLite file, removed afterwards.
+fn on_sqlite(test: &str, body: fn(Env) -> Body) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let namespace = namespace(test);
+    std::fs::create_dir_all(sqlite_dir()).unwrap();
+    let (path, url) = sqlite_file(&namespace);
+    runtime.block_on(async {
+        let store: Arc<dyn JobStore> =
+            Arc::new(dogs_sqlite::SqliteStore::open(&path).await.unwrap());
+        let env = Env {
+            target: Target::Sqlite,
+            url,
+            namespace: namespace.clone(),
+            store,
+        };
+        let outcome = tokio::spawn(body(env)).await;
+        remove_sqlite(&path);
+        if let Err(failed) = outcome {
+            std::panic::resume_unwind(failed.into_panic());
+        }
+    });
+}
+
+/// Runs `body` once per server that can be reached, each in a fresh namespace removed
+/// afterwards.
+fn on_servers(test: &str, body: fn(Env) -> Body) {
     for server in SERVERS {
         let handle = match find_server(server) {
             Ok(handle) => handle,
@@ -182,7 +273,7 @@ fn per_backend(test: &str, body: fn(Env) -> Body) {
         runtime.block_on(async {
             let store = backend.open(&namespace).await.unwrap();
             let env = Env {
-                server,
+                target: Target::Server(server),
                 url: handle.url.clone(),
                 namespace: namespace.clone(),
                 store,
@@ -679,7 +770,7 @@ fn prune_removes_what_has_expired() {
             // MongoDB's own expiry may have removed some already.
             let jobs = report["jobs"].as_u64().unwrap();
             let records = report["executions"].as_u64().unwrap();
-            if env.server == Server::Mongo {
+            if env.target == Target::Server(Server::Mongo) {
                 assert!(jobs <= 1 && records <= 1, "{report}");
             } else {
                 assert_eq!(
@@ -706,11 +797,11 @@ fn prune_removes_what_has_expired() {
 fn migrate_prepares_the_store() {
     per_backend("migrate", |env| {
         Box::pin(async move {
-            if env.server != Server::Postgres {
+            if let Target::Server(server @ (Server::Redis | Server::Mongo)) = env.target {
                 let migrated = env.json(&["migrate"]);
                 assert_eq!(
                     migrated["store"],
-                    json!(if env.server == Server::Redis {
+                    json!(if server == Server::Redis {
                         "redis"
                     } else {
                         "mongo"
@@ -740,15 +831,23 @@ fn migrate_prepares_the_store() {
             let again = run(&["--json", "migrate"]);
             assert_eq!(code(&again), 0, "{}", stderr(&again));
             let again: Value = serde_json::from_slice(&again.stdout).unwrap();
-            assert_eq!(again["store"], json!("postgres"));
-            assert_eq!(again["namespace"], json!(fresh));
+            assert_eq!(again["store"], json!(env.name()));
+            let named = again["namespace"].as_str().unwrap();
+            // A schema's name, or the path of a SQLite file.
+            assert!(
+                named == fresh || named.ends_with(&format!("{fresh}.db")),
+                "{again}"
+            );
             let stats = run(&["stats"]);
             assert_eq!(code(&stats), 0, "{}", stderr(&stats));
             assert_eq!(stdout(&stats).trim(), "no jobs");
-            PostgresBackend::new(&env.url)
-                .cleanup(&fresh)
-                .await
-                .unwrap();
+            match env.target {
+                Target::Sqlite => remove_sqlite(&sqlite_file(&fresh).0),
+                Target::Server(_) => PostgresBackend::new(&env.url)
+                    .cleanup(&fresh)
+                    .await
+                    .unwrap(),
+            }
         })
     });
 }
@@ -778,6 +877,20 @@ fn a_store_that_cannot_be_opened_is_named_without_its_password() {
         }
         assert_eq!(shown.trim_end().lines().count(), 1, "{shown}");
     }
+}
+
+#[test]
+fn a_sqlite_file_takes_no_namespace() {
+    std::fs::create_dir_all(sqlite_dir()).unwrap();
+    let (path, url) = sqlite_file(&namespace("sqlite_namespace"));
+    let output = dogs()
+        .args(["--store", &url, "--namespace", "billing", "migrate"])
+        .output()
+        .unwrap();
+    let shown = stderr(&output);
+    assert_eq!(code(&output), 1, "{shown}");
+    assert!(shown.contains("namespace"), "{shown}");
+    assert!(!path.exists(), "no file is made for a refused command");
 }
 
 #[test]
@@ -849,7 +962,7 @@ fn the_dashboard_serves_until_ctrl_c() {
             seed(env.store.as_ref()).await;
             let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_dogs"))
                 .env_remove("DOGS_DASHBOARD_TOKEN")
-                .args(["--store", &env.url, "--namespace", &env.namespace])
+                .args(env.store_args())
                 .args(["dashboard", "--listen", "127.0.0.1:0", "--token", "t0ken-1"])
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
