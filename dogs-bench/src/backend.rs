@@ -11,10 +11,23 @@ pub enum Backend {
     /// A Redis server or cluster URL, and how many replicas must confirm each write.
     Redis(String, u32),
     Mongo(String),
+    /// SQLite files in this folder, one per namespace, written with this `synchronous` setting.
+    Sqlite(std::path::PathBuf, dogs_sqlite::Synchronous),
 }
 
 fn env(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+fn sqlite_dir() -> std::path::PathBuf {
+    std::env::var_os("DOGS_SQLITE_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir)
+}
+
+/// The file of `namespace`'s SQLite store.
+fn sqlite_file(dir: &std::path::Path, namespace: &str) -> std::path::PathBuf {
+    dir.join(format!("{namespace}.db"))
 }
 
 fn cluster_url() -> String {
@@ -41,6 +54,10 @@ impl Backend {
                 "DOGS_MONGO_URL",
                 "mongodb://127.0.0.1:27017/?directConnection=true",
             )),
+            // One file per run in `DOGS_SQLITE_DIR` (default: the system's temporary folder),
+            // WAL with `synchronous=NORMAL` (the default), or `FULL`.
+            "sqlite" => Backend::Sqlite(sqlite_dir(), dogs_sqlite::Synchronous::Normal),
+            "sqlite_full" => Backend::Sqlite(sqlite_dir(), dogs_sqlite::Synchronous::Full),
             _ => return None,
         })
     }
@@ -68,6 +85,13 @@ impl Backend {
                 dogs_mongo::MongoStore::builder()
                     .url(url)
                     .database(namespace)
+                    .connect()
+                    .await?,
+            ),
+            Backend::Sqlite(dir, synchronous) => Arc::new(
+                dogs_sqlite::SqliteStore::builder()
+                    .path(sqlite_file(dir, namespace))
+                    .synchronous(*synchronous)
                     .connect()
                     .await?,
             ),
@@ -108,13 +132,38 @@ impl Backend {
                     .await
                     .map_err(|e| fail(e.to_string()))
             }
+            Backend::Sqlite(dir, _) => {
+                let file = sqlite_file(dir, namespace);
+                for suffix in ["", "-wal", "-shm"] {
+                    let mut path = file.clone().into_os_string();
+                    path.push(suffix);
+                    match std::fs::remove_file(&path) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                            return Err(fail(e.to_string()))
+                        }
+                        _ => {}
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The URL of `namespace`'s SQLite file, for a SQLite backend.
+    pub fn sqlite_url(&self, namespace: &str) -> Option<String> {
+        match self {
+            Backend::Sqlite(dir, _) => Some(format!(
+                "sqlite://{}",
+                sqlite_file(dir, namespace).display()
+            )),
+            _ => None,
         }
     }
 
     /// The server's process name, for its CPU time (none for memory).
     pub fn server_process(&self) -> Option<&'static str> {
         match self {
-            Backend::Memory => None,
+            Backend::Memory | Backend::Sqlite(..) => None,
             Backend::Postgres(_) => Some("postgres"),
             Backend::Redis(..) => Some("redis-server"),
             Backend::Mongo(_) => Some("secantusd-rs"),

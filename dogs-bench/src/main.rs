@@ -3,7 +3,7 @@
 //! ```text
 //! dogs-bench <scenario> <backend> [--runs N] [--jobs N] [--history on|off] [--prefetch N] [--auto-extend on|off] [--json FILE]
 //!   scenario: enqueue | drain | latency | depth | recurrent | history | overhead | overview
-//!   backend:  memory | postgres | redis | redis_cluster | redis_cluster_wait | mongo
+//!   backend:  memory | postgres | redis | redis_cluster | redis_cluster_wait | mongo | sqlite | sqlite_full
 //! ```
 //!
 //! `--history off` drains jobs that keep no execution record (`save_executions_for` zero);
@@ -113,7 +113,7 @@ fn parse_args() -> Result<Settings, String> {
     Ok(settings)
 }
 
-const USAGE: &str = "usage: dogs-bench <enqueue|drain|latency|depth|recurrent|history|overhead|overview> <memory|postgres|redis|redis_cluster|redis_cluster_wait|mongo> [--runs N] [--jobs N] [--records N] [--stored N] [--history on|off] [--prefetch N] [--auto-extend on|off] [--json FILE]";
+const USAGE: &str = "usage: dogs-bench <enqueue|drain|latency|depth|recurrent|history|overhead|overview> <memory|postgres|redis|redis_cluster|redis_cluster_wait|mongo|sqlite|sqlite_full> [--runs N] [--jobs N] [--records N] [--stored N] [--history on|off] [--prefetch N] [--auto-extend on|off] [--json FILE]";
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
