@@ -11,6 +11,7 @@ use dogs_sqlite::SqliteStore;
 use crate::backend::Backend;
 
 pub mod differential;
+pub mod edges;
 pub mod specific;
 
 /// The directory of this run's database files: `dogs-sqlite-tests-<pid>` in the system's

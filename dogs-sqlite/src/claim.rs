@@ -11,7 +11,7 @@ use dogs_core::{ClaimName, ClaimRequest, Claimed, Result, CANCELLED_ERROR};
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
-use crate::decode::{claimed_from_row, get, instant, lease_of};
+use crate::decode::{claimed_from_row, get, lease_of};
 use crate::error::db_error;
 use crate::sql::{after, json_list, JOB_COLUMNS};
 use crate::store::{SqliteStore, Write};
@@ -67,6 +67,10 @@ const NEXT_DUE: &str = "SELECT
      (SELECT min((SELECT locked_until FROM jobs WHERE state = 'running' AND name = n.value
                   ORDER BY locked_until LIMIT 1)) FROM json_each(?1) AS n) AS next_lease";
 
+/// How many names one candidate query reads: SQLite takes at most 500 terms in a compound
+/// `SELECT` (`SQLITE_MAX_COMPOUND_SELECT`), so a claim of more names reads them in chunks.
+pub(crate) const NAMES_PER_QUERY: usize = 256;
+
 /// The candidate query for `count` names: per name, its first due jobs, merged in claim order
 /// and cut to the limit. Parameters: `?1` the limit, then (name, room) per name.
 pub(crate) fn candidates_sql(count: usize) -> String {
@@ -78,7 +82,8 @@ pub(crate) fn candidates_sql(count: usize) -> String {
         })
         .collect();
     format!(
-        "SELECT id, name, stale FROM ({}) ORDER BY demoted, priority DESC, run_at, id LIMIT ?1",
+        "SELECT id, name, stale, demoted, priority, run_at FROM ({})
+         ORDER BY demoted, priority DESC, run_at, id LIMIT ?1",
         parts.join(" UNION ALL ")
     )
 }
@@ -101,7 +106,10 @@ impl SqliteStore {
             ("reclaim", RECLAIM.to_owned()),
             ("settings", SETTINGS.to_owned()),
             ("live", live_sql()),
-            ("candidates", candidates_sql(names.len().max(1))),
+            (
+                "candidates",
+                candidates_sql(names.len().clamp(1, NAMES_PER_QUERY)),
+            ),
             ("lease", lease_sql()),
             ("next_due", NEXT_DUE.to_owned()),
         ];
@@ -115,7 +123,7 @@ impl SqliteStore {
                     "live" => query.bind(names.first().copied().unwrap_or("")).bind(now),
                     "candidates" => {
                         let mut query = query.bind(limit);
-                        for name in names {
+                        for name in names.iter().take(NAMES_PER_QUERY) {
                             query = query.bind(*name).bind(limit);
                         }
                         query
@@ -295,25 +303,41 @@ async fn pick(
     if open.is_empty() {
         return Ok(Vec::new());
     }
-    let sql = candidates_sql(open.len());
     let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
-    let mut query = sqlx::query(&sql).bind(count(limit));
-    for (name, room) in &open {
-        query = query.bind(*name).bind(count(*room));
+    // Each chunk's first jobs in claim order, then all of them merged in claim order (every
+    // job of the claim's first `limit` is among its chunk's first `limit`) and cut to the limit.
+    let mut found: Vec<((i64, i64, i64, i64), Pick)> = Vec::new();
+    for chunk in open.chunks(NAMES_PER_QUERY) {
+        let sql = candidates_sql(chunk.len());
+        let mut query = sqlx::query(&sql).bind(count(limit));
+        for (name, room) in chunk {
+            query = query.bind(*name).bind(count(*room));
+        }
+        let rows = query
+            .fetch_all(write.conn())
+            .await
+            .map_err(|e| db_error("picking jobs to claim", e))?;
+        for row in &rows {
+            let id = get::<i64>(row, "id")?;
+            let order = (
+                get::<i64>(row, "demoted")?,
+                get::<i64>(row, "priority")?.saturating_neg(),
+                get::<i64>(row, "run_at")?,
+                id,
+            );
+            found.push((
+                order,
+                (
+                    id,
+                    get::<String>(row, "name")?,
+                    get::<i64>(row, "stale")? != 0,
+                ),
+            ));
+        }
     }
-    let rows = query
-        .fetch_all(write.conn())
-        .await
-        .map_err(|e| db_error("picking jobs to claim", e))?;
-    rows.iter()
-        .map(|row| {
-            Ok((
-                get::<i64>(row, "id")?,
-                get::<String>(row, "name")?,
-                get::<i64>(row, "stale")? != 0,
-            ))
-        })
-        .collect()
+    found.sort_by_key(|(order, _)| *order);
+    found.truncate(limit);
+    Ok(found.into_iter().map(|(_, pick)| pick).collect())
 }
 
 /// Leases `picked`, each for its name's lease time, and returns the leased rows.
@@ -365,18 +389,38 @@ async fn next_due(write: &mut Write, names: &[&str]) -> Result<Option<DateTime<U
     if get::<i64>(&row, "due")? != 0 {
         return Ok(Some(write.now));
     }
+    // An unreadable value (written by hand) never fails the claim: it is left out.
     let next = [
-        get::<Option<i64>>(&row, "next_run")?,
-        get::<Option<i64>>(&row, "next_lease")?,
+        get::<Option<i64>>(&row, "next_run").ok().flatten(),
+        get::<Option<i64>>(&row, "next_lease").ok().flatten(),
     ]
     .into_iter()
     .flatten()
     .min();
-    next.map(|ms| instant(ms, "next_due")).transpose()
+    Ok(next.map(saturated))
+}
+
+/// The time `ms` milliseconds after the epoch, or the nearest time chrono holds when it is
+/// out of range (a time written by hand): the claim that reads it still goes on.
+fn saturated(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or(if ms < 0 {
+        DateTime::<Utc>::MIN_UTC
+    } else {
+        DateTime::<Utc>::MAX_UTC
+    })
 }
 
 #[cfg(test)]
 mod tests {
+    /// Times out of chrono's range are the nearest it holds.
+    #[test]
+    fn next_due_saturates() {
+        use chrono::{DateTime, Utc};
+        assert_eq!(super::saturated(i64::MAX), DateTime::<Utc>::MAX_UTC);
+        assert_eq!(super::saturated(i64::MIN), DateTime::<Utc>::MIN_UTC);
+        assert_eq!(super::saturated(0), DateTime::<Utc>::UNIX_EPOCH);
+    }
+
     /// `jobs_cancelling` holds the jobs cancelled while they ran by their error text, written
     /// out in the migration: it must be the one `cancel` writes, or claims would not read it.
     #[test]

@@ -248,6 +248,11 @@ fn file_target(path: PathBuf) -> Result<Target> {
     if text.contains('\0') {
         return Err(Error::config("the SQLite path contains a NUL byte"));
     }
+    // SQLite's name of a private database in memory: each pooled connection would open one of
+    // its own; it is the store's database in memory instead (`in_memory()`).
+    if text == ":memory:" {
+        return Ok(Target::Memory);
+    }
     Ok(Target::File(path))
 }
 
@@ -303,6 +308,19 @@ mod tests {
             Ok(Target::File(path)) => Some(path),
             _ => None,
         }
+    }
+
+    #[test]
+    fn memory_as_a_path_is_memory() {
+        assert!(matches!(
+            file_target(PathBuf::from(":memory:")),
+            Ok(Target::Memory)
+        ));
+        assert!(matches!(parse_url("sqlite::memory:"), Ok(Target::Memory)));
+        assert!(matches!(
+            file_target(PathBuf::from("./:memory:")),
+            Ok(Target::File(_))
+        ));
     }
 
     #[test]

@@ -169,23 +169,25 @@ async fn forget_name(write: &mut Write, name: &str) -> Result<()> {
     Ok(())
 }
 
+/// What a retry reads of its job `?1`, at `?2`: `?3` is `CANCELLED_ERROR`. `stopping` is 0,
+/// not `NULL`, for a failed job whose lease is gone (`locked_until` `NULL`).
+pub(crate) const RETRY_TARGET: &str = "SELECT id, name, state, unique_identifier,
+         (state = 'failed' AND expires_at IS NOT NULL AND expires_at <= ?2) AS expired,
+         (state = 'running' AND locked_until > ?2) AS live,
+         coalesce(state = 'failed' AND last_error = ?3 AND locked_until > ?2, 0) AS stopping
+     FROM jobs WHERE id = ?1";
+
 /// Puts the job `id` back to run now, as `retry` does, within `write`.
 async fn retry_one(write: &mut Write, id: i64) -> Result<Retried> {
     let what = "retrying a job";
     let now = write.now_ms();
-    let row = sqlx::query(
-        "SELECT id, name, state, unique_identifier,
-                (state = 'failed' AND expires_at IS NOT NULL AND expires_at <= ?2) AS expired,
-                (state = 'running' AND locked_until > ?2) AS live,
-                (state = 'failed' AND last_error = ?3 AND locked_until > ?2) AS stopping
-         FROM jobs WHERE id = ?1",
-    )
-    .bind(id)
-    .bind(now)
-    .bind(CANCELLED_ERROR)
-    .fetch_optional(write.conn())
-    .await
-    .map_err(|e| db_error(what, e))?;
+    let row = sqlx::query(RETRY_TARGET)
+        .bind(id)
+        .bind(now)
+        .bind(CANCELLED_ERROR)
+        .fetch_optional(write.conn())
+        .await
+        .map_err(|e| db_error(what, e))?;
     let Some(row) = row else {
         return Ok(Retried::Missing);
     };
@@ -241,4 +243,45 @@ async fn retry_one(write: &mut Write, id: i64) -> Result<Retried> {
         .await
         .map_err(|e| db_error(what, e))?;
     Ok(Retried::Done)
+}
+
+#[cfg(test)]
+mod tests {
+    use dogs_core::CANCELLED_ERROR;
+    use sqlx::{Connection, Row, SqliteConnection};
+
+    /// A job failed for good whose handler's own error is `CANCELLED_ERROR` has no lease
+    /// (`locked_until` `NULL`): the retry's and the cancel's reads say it is not stopping (0),
+    /// not `NULL`, which is no answer.
+    #[tokio::test]
+    async fn a_failure_named_cancelled_is_not_stopping() {
+        let mut conn = SqliteConnection::connect("sqlite::memory:")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let jobs = format!(
+            "WITH jobs(id, name, kind, state, unique_identifier, last_error, expires_at,
+                       locked_until) AS
+                 (VALUES (1, 'n', 'event', 'failed', NULL, '{}', 9999999999999, NULL)) ",
+            CANCELLED_ERROR.replace('\'', "''")
+        );
+        let now = 1000_i64;
+        let retry = format!("{jobs}{}", super::RETRY_TARGET);
+        let retry = sqlx::query(&retry)
+            .bind(1_i64)
+            .bind(now)
+            .bind(CANCELLED_ERROR);
+        let cancel = format!("{jobs}{} WHERE id = ?3", crate::remove::TARGET);
+        let cancel = sqlx::query(&cancel)
+            .bind(now)
+            .bind(CANCELLED_ERROR)
+            .bind(1_i64);
+        for (what, query) in [("retry", retry), ("cancel", cancel)] {
+            let row = query
+                .fetch_one(&mut conn)
+                .await
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            let stopping: Option<i64> = row.try_get("stopping").unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(stopping, Some(0), "{what}");
+        }
+    }
 }

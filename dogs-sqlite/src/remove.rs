@@ -13,9 +13,9 @@ use crate::sql::{after, clock_now, ms, parse_id};
 use crate::store::{SqliteStore, Write};
 
 /// What a cancel reads of its job: `?1` is the store's now.
-const TARGET: &str = "SELECT id, kind,
+pub(crate) const TARGET: &str = "SELECT id, kind,
          (state = 'running' AND locked_until > ?1) AS live,
-         (state = 'failed' AND last_error = ?2 AND locked_until > ?1) AS stopping
+         coalesce(state = 'failed' AND last_error = ?2 AND locked_until > ?1, 0) AS stopping
      FROM jobs";
 
 impl SqliteStore {

@@ -10,6 +10,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
 
 use dogs_core::{
     truncate_millis, Error, ErrorKind, JobId, NewJob, OnDuplicate, Outcomes, RecurrentRegistration,
@@ -56,7 +57,10 @@ type Queued = (NewJob, oneshot::Sender<Result<Scheduled>>);
 /// order, so each call's outcome is what it would have been alone in that order), then the
 /// ones queued meanwhile. One writer serves a burst of callers with a few transactions instead
 /// of one each; a lone call waits for nothing. The task, not the caller, runs the transaction:
-/// a caller that gives up never takes other callers' jobs down with it.
+/// a caller that gives up never takes other callers' jobs down with it, and its job is left
+/// out when it gave up before its transaction began (it may try again: no duplicate is stored
+/// later). A task that ends midway (its runtime shut down) lets the next call start another;
+/// a caller waits a bounded time, then its outcome is unknown (`Unavailable`).
 #[derive(Debug, Default)]
 pub(crate) struct Combiner {
     queue: Mutex<Vec<Queued>>,
@@ -70,21 +74,69 @@ impl Combiner {
     }
 }
 
+/// Resets [`Combiner::running`] when the task ends any other way than by finding the queue
+/// empty (its runtime shut down, or a panic), and fails the jobs still queued (none of them was
+/// taken: none is stored), so the next `schedule` call starts a task of its own.
+struct Running<'a> {
+    combiner: &'a Combiner,
+    done: bool,
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        self.combiner.running.store(false, Ordering::Release);
+        let queued = std::mem::take(&mut *self.combiner.queue());
+        for (_, sender) in queued {
+            let _ = sender.send(Err(Error::unavailable(
+                "SQLite: scheduling stopped before the job was taken: it was not stored",
+            )));
+        }
+    }
+}
+
+/// The entries whose callers still wait: a caller that gave up (and may have tried again)
+/// must not have its job stored later.
+fn waited_for(batch: &mut Vec<Queued>) {
+    batch.retain(|(_, sender)| !sender.is_closed());
+}
+
 /// Stores what is queued, in batches, until the queue is empty.
 async fn combine(store: SqliteStore) {
     let combiner = &store.inner.combiner;
+    let mut running = Running {
+        combiner,
+        done: false,
+    };
+    let what = "scheduling jobs";
     loop {
-        let batch = std::mem::take(&mut *combiner.queue());
+        let mut batch = std::mem::take(&mut *combiner.queue());
+        waited_for(&mut batch);
         if batch.is_empty() {
             combiner.running.store(false, Ordering::Release);
             // A job queued since, by a caller that saw this task running, is taken on.
             if combiner.queue().is_empty() || combiner.running.swap(true, Ordering::AcqRel) {
+                running.done = true;
                 return;
             }
             continue;
         }
+        let write = match store.begin(what).await {
+            Ok(write) => write,
+            Err(e) => {
+                fail(batch, &e);
+                continue;
+            }
+        };
+        // Callers may have given up while the lock was waited for.
+        waited_for(&mut batch);
+        if batch.is_empty() {
+            continue;
+        }
         let (jobs, senders): (Vec<NewJob>, Vec<_>) = batch.into_iter().unzip();
-        match store.schedule_all(jobs).await {
+        match store.schedule_within(write, jobs).await {
             Ok(outcomes) => {
                 for (sender, outcome) in senders.into_iter().zip(outcomes) {
                     let _ = sender.send(outcome);
@@ -92,11 +144,22 @@ async fn combine(store: SqliteStore) {
             }
             Err(e) => {
                 for sender in senders {
-                    let copy = Error::new(e.kind(), e.message()).with_source(e.to_string());
-                    let _ = sender.send(Err(copy));
+                    let _ = sender.send(Err(copy(&e)));
                 }
             }
         }
+    }
+}
+
+/// A copy of `e`, for each caller of a batch.
+fn copy(e: &Error) -> Error {
+    Error::new(e.kind(), e.message()).with_source(e.to_string())
+}
+
+/// Tells every caller of `batch` that it failed with `e`.
+fn fail(batch: Vec<Queued>, e: &Error) {
+    for (_, sender) in batch {
+        let _ = sender.send(Err(copy(e)));
     }
 }
 
@@ -117,12 +180,24 @@ impl SqliteStore {
         if !combiner.running.swap(true, Ordering::AcqRel) {
             tokio::spawn(combine(self.clone()));
         }
-        outcome.await.unwrap_or_else(|_| {
-            Err(Error::new(
-                ErrorKind::Backend,
-                "scheduling stopped before the job was stored",
-            ))
-        })
+        // The task answers within about two request timeouts (the lock, then the writing);
+        // the wait is bounded all the same, so that no call can hang.
+        let bound = self
+            .inner
+            .request_timeout
+            .saturating_mul(2)
+            .saturating_add(Duration::from_secs(1));
+        match tokio::time::timeout(bound, outcome).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(_)) => Err(Error::unavailable(
+                "SQLite: scheduling stopped before it answered: the outcome is unknown \
+                 (the job may have been stored, if its commit was sent)",
+            )),
+            Err(_) => Err(Error::unavailable(format!(
+                "SQLite: scheduling got no answer within {bound:?}: the outcome is unknown \
+                 (the job may be stored)"
+            ))),
+        }
     }
 
     /// Schedules one job in a transaction of its own.
@@ -140,16 +215,49 @@ impl SqliteStore {
 
     /// Stores many jobs in one transaction; each entry's outcome is its own.
     pub(crate) async fn schedule_all(&self, jobs: Vec<NewJob>) -> Result<Vec<Result<Scheduled>>> {
-        let (mut outcomes, valid) =
+        let (outcomes, valid) =
             Outcomes::check(jobs, |job| job.validate(self.inner.max_params_bytes));
         if valid.is_empty() {
             return Ok(outcomes.finish());
         }
         let what = "scheduling jobs";
-        let mut write = self.begin(what).await?;
+        let write = self.begin(what).await?;
+        self.store_valid(write, outcomes, valid).await
+    }
+
+    /// Stores many jobs in the transaction `write`, begun already; each entry's outcome is its
+    /// own.
+    async fn schedule_within(
+        &self,
+        write: Write,
+        jobs: Vec<NewJob>,
+    ) -> Result<Vec<Result<Scheduled>>> {
+        let (outcomes, valid) =
+            Outcomes::check(jobs, |job| job.validate(self.inner.max_params_bytes));
+        if valid.is_empty() {
+            return Ok(outcomes.finish());
+        }
+        self.store_valid(write, outcomes, valid).await
+    }
+
+    /// Stores the `valid` entries in `write`, and commits.
+    async fn store_valid(
+        &self,
+        mut write: Write,
+        mut outcomes: Outcomes<Scheduled>,
+        valid: Vec<(usize, NewJob)>,
+    ) -> Result<Vec<Result<Scheduled>>> {
+        let what = "scheduling jobs";
         let now = write.now;
         let mut holders = holders(&mut write, &valid).await?;
-        let mut next_id = next_id(&mut write).await?;
+        // The id the next new row takes; `None` once the largest id is taken.
+        let mut next_free = next_id(&mut write).await?;
+        let ran_out = || {
+            Error::new(
+                ErrorKind::Backend,
+                "SQLite: job ids ran out (the largest id is taken); nothing was stored",
+            )
+        };
         let mut rows: Vec<NewRow> = Vec::new();
         let mut replaced = false;
         for (i, job) in valid {
@@ -180,15 +288,16 @@ impl SqliteStore {
                 holders.insert(
                     key,
                     Holder {
-                        id: next_id,
+                        id: next_free.ok_or_else(ran_out)?,
                         live: false,
                         new_row: Some(rows.len()),
                     },
                 );
             }
-            outcomes.set(i, Ok(Scheduled::Created(job_id(next_id))));
+            let id = next_free.ok_or_else(ran_out)?;
+            outcomes.set(i, Ok(Scheduled::Created(job_id(id))));
             rows.push(NewRow {
-                id: next_id,
+                id,
                 params: json_text(&job.params),
                 name: job.name,
                 priority: job.priority,
@@ -196,7 +305,7 @@ impl SqliteStore {
                 unique_identifier: job.unique_identifier,
                 trace_context: job.trace_context,
             });
-            next_id += 1;
+            next_free = id.checked_add(1);
         }
         insert(&mut write, &rows).await?;
         if replaced || !rows.is_empty() {
@@ -324,8 +433,9 @@ async fn holders(write: &mut Write, jobs: &[(usize, NewJob)]) -> Result<Holders>
     Ok(holders)
 }
 
-/// The id the next new job gets: after every id the sequence has given.
-async fn next_id(write: &mut Write) -> Result<i64> {
+/// The id the next new job gets: after every id the sequence has given; `None` when the
+/// largest id is taken.
+async fn next_id(write: &mut Write) -> Result<Option<i64>> {
     let last: i64 = sqlx::query_scalar(
         "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'jobs'), 0),
                     coalesce((SELECT max(id) FROM jobs), 0))",
@@ -333,7 +443,7 @@ async fn next_id(write: &mut Write) -> Result<i64> {
     .fetch_one(write.conn())
     .await
     .map_err(|e| db_error("reading the job sequence", e))?;
-    Ok(last.saturating_add(1))
+    Ok(last.checked_add(1))
 }
 
 /// A pending duplicate takes the new params, priority and run time in place; a lease that ran

@@ -151,6 +151,8 @@ impl SqliteStore {
     }
 
     /// Opens the database file at `path` (created when missing), and applies the migrations.
+    /// `:memory:` is the database in memory of [`SqliteStore::in_memory`] (to open a file of
+    /// that name, write `./:memory:`).
     pub async fn open(path: impl AsRef<Path>) -> Result<Self> {
         SqliteStoreBuilder::default().path(path).connect().await
     }
@@ -309,12 +311,20 @@ impl SqliteStore {
             .map_err(|e| db_error(what, e))?;
         }
         write.tx.commit().await.map_err(|e| db_error(what, e))?;
+        // Only the counter this commit added to is marked seen: this process's workers are
+        // told of that kind below, which covers other processes' additions to it too. The
+        // other counter's value may hold other processes' additions this process has not told
+        // its workers of: the poller does, when it looks.
         if let Some((due, cancelled)) = counters {
-            self.inner.seen.due.fetch_max(due, Ordering::AcqRel);
-            self.inner
-                .seen
-                .cancelled
-                .fetch_max(cancelled, Ordering::AcqRel);
+            if write.due {
+                self.inner.seen.due.fetch_max(due, Ordering::AcqRel);
+            }
+            if write.cancelled {
+                self.inner
+                    .seen
+                    .cancelled
+                    .fetch_max(cancelled, Ordering::AcqRel);
+            }
         }
         if write.due {
             self.inner.wake.notify();

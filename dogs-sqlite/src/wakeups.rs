@@ -28,7 +28,7 @@ pub(crate) async fn poll(
     seen: Arc<Seen>,
     stop: CancellationToken,
 ) {
-    let mut pause = Duration::from_millis(100);
+    let mut backoff = Backoff::default();
     loop {
         let connected = tokio::select! {
             _ = stop.cancelled() => return,
@@ -37,21 +37,26 @@ pub(crate) async fn poll(
         let mut conn = match connected {
             Ok(conn) => conn,
             Err(e) => {
+                let pause = backoff.failed();
                 warn!(error = %e, retry_in = ?pause, "the SQLite wake-up poller cannot open the database; workers poll meanwhile");
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     _ = tokio::time::sleep(pause) => {}
                 }
-                pause = (pause * 2).min(Duration::from_secs(10));
                 continue;
             }
         };
-        pause = Duration::from_millis(100);
-        let error = watch(&mut conn, interval, &wake, &seen, &stop).await;
+        let (error, looked) = watch(&mut conn, interval, &wake, &seen, &stop).await;
         let Some(e) = error else {
             return;
         };
-        warn!(error = %e, "the SQLite wake-up poller failed; opening its connection again");
+        // Only a look that succeeded ends the backoff: a connection that opens but whose
+        // looks keep failing is tried again less and less often, not every 100 ms.
+        if looked {
+            backoff = Backoff::default();
+        }
+        let pause = backoff.failed();
+        warn!(error = %e, retry_in = ?pause, "the SQLite wake-up poller failed; opening its connection again");
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(pause) => {}
@@ -59,20 +64,55 @@ pub(crate) async fn poll(
     }
 }
 
-/// Watches on `conn` until `stop` fires (`None`) or a statement fails (its error).
+/// How long the poller waits before trying again: 100 ms after the first failure, twice as
+/// long after each further one in a row, at most 10 s.
+#[derive(Debug, Default)]
+struct Backoff {
+    failures: u32,
+}
+
+impl Backoff {
+    /// Counts a failure; the pause before the next try.
+    fn failed(&mut self) -> Duration {
+        let pause = Duration::from_millis(100)
+            .saturating_mul(1u32 << self.failures.min(7))
+            .min(Duration::from_secs(10));
+        self.failures = self.failures.saturating_add(1);
+        pause
+    }
+}
+
+/// Watches on `conn` until `stop` fires (`None`) or a statement fails (its error), and says
+/// whether a look succeeded first.
 async fn watch(
     conn: &mut SqliteConnection,
     interval: Duration,
     wake: &WakeUpSender,
     seen: &Seen,
     stop: &CancellationToken,
-) -> Option<sqlx::Error> {
+) -> (Option<sqlx::Error>, bool) {
     // Where things stand first; then, as what happened before was not seen, both kinds are
     // looked at. Every commit after this look changes `data_version`.
-    let mut version = match look(conn, seen).await {
+    let version = match look(conn, seen).await {
         Ok((version, _, _)) => version,
-        Err(e) => return Some(e),
+        Err(e) => return (Some(e), false),
     };
+    (
+        watch_from(conn, version, interval, wake, seen, stop).await,
+        true,
+    )
+}
+
+/// Watches on `conn`, whose last look saw `version`, until `stop` fires (`None`) or a
+/// statement fails (its error).
+async fn watch_from(
+    conn: &mut SqliteConnection,
+    mut version: i64,
+    interval: Duration,
+    wake: &WakeUpSender,
+    seen: &Seen,
+    stop: &CancellationToken,
+) -> Option<sqlx::Error> {
     wake.notify();
     wake.notify_cancelled();
     let mut ticks = tokio::time::interval(interval);
@@ -125,4 +165,22 @@ async fn look(conn: &mut SqliteConnection, seen: &Seen) -> Result<(i64, bool, bo
         seen.due.fetch_max(due, Ordering::AcqRel) < due,
         seen.cancelled.fetch_max(cancelled, Ordering::AcqRel) < cancelled,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    /// Failures in a row wait longer and longer, up to 10 s; a fresh backoff starts again.
+    #[test]
+    fn backoff_grows_until_reset() {
+        let mut backoff = super::Backoff::default();
+        let pauses: Vec<Duration> = (0..10).map(|_| backoff.failed()).collect();
+        assert_eq!(pauses[0], Duration::from_millis(100));
+        assert_eq!(pauses[1], Duration::from_millis(200));
+        assert!(pauses.windows(2).all(|w| w[0] <= w[1]));
+        assert_eq!(pauses[9], Duration::from_secs(10));
+        let mut backoff = super::Backoff::default();
+        assert_eq!(backoff.failed(), Duration::from_millis(100));
+    }
 }

@@ -19,10 +19,14 @@ use super::{db_path, remove_db};
 use crate::harness::{Case, TestContext};
 use crate::support::*;
 
-const LEASE: Duration = Duration::from_secs(30);
+pub(super) const LEASE: Duration = Duration::from_secs(30);
 
 /// A successful execution record of the job `id`.
-fn record(id: &dogs_core::JobId, name: &str, execution_id: &str) -> dogs_core::Execution {
+pub(super) fn record(
+    id: &dogs_core::JobId,
+    name: &str,
+    execution_id: &str,
+) -> dogs_core::Execution {
     crate::store_suite::execution(
         id,
         name,
@@ -42,11 +46,40 @@ pub fn cases() -> Vec<Case> {
         Case::new("sqlite_bad_config", bad_config),
         Case::new("sqlite_concurrent_opens", concurrent_opens),
         Case::new("sqlite_matches_memory", super::differential::matches_memory),
+        Case::new(
+            "sqlite_claim_of_600_names",
+            super::edges::claim_of_600_names,
+        ),
+        Case::new(
+            "sqlite_claim_beside_unreadable_times",
+            super::edges::claim_beside_unreadable_times,
+        ),
+        Case::new(
+            "sqlite_retry_of_a_failure_named_cancelled",
+            super::edges::retry_of_a_failure_named_cancelled,
+        ),
+        Case::new(
+            "sqlite_memory_path_is_in_memory",
+            super::edges::memory_path_is_in_memory,
+        ),
+        Case::new(
+            "sqlite_schedule_outlives_its_runtime",
+            super::edges::schedule_outlives_its_runtime,
+        ),
+        Case::new(
+            "sqlite_schedule_given_up_is_not_stored",
+            super::edges::schedule_given_up_is_not_stored,
+        ),
+        Case::new(
+            "sqlite_wakeup_beside_own_cancel",
+            super::edges::wakeup_beside_own_cancel,
+        ),
+        Case::new("sqlite_job_ids_run_out", super::edges::job_ids_run_out),
     ]
 }
 
 /// A connection of its own to the namespace's file, as another program would open it.
-async fn raw(ctx: &TestContext) -> SqliteConnection {
+pub(super) async fn raw(ctx: &TestContext) -> SqliteConnection {
     SqliteConnectOptions::new()
         .filename(db_path(ctx.namespace()))
         .busy_timeout(Duration::from_secs(10))
@@ -55,7 +88,7 @@ async fn raw(ctx: &TestContext) -> SqliteConnection {
         .unwrap()
 }
 
-async fn exec(conn: &mut SqliteConnection, sql: &str) {
+pub(super) async fn exec(conn: &mut SqliteConnection, sql: &str) {
     conn.execute(sql)
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"));
