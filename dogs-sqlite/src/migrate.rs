@@ -2,7 +2,7 @@
 //! open it at once: each store applies what is missing inside one `BEGIN IMMEDIATE`
 //! transaction, which holds the file's write lock, so the others wait and then find it done.
 
-use dogs_core::Result;
+use dogs_core::{Error, Result};
 use sqlx::Executor;
 
 use crate::error::db_error;
@@ -13,7 +13,8 @@ const MIGRATIONS: &[(i64, &str, &str)] =
     &[(1, "schema", include_str!("migrations/001_schema.sql"))];
 
 /// Applies the migrations the database lacks, all in one transaction. Running it again changes
-/// nothing; a version this one does not know (a newer store's) is left as it is.
+/// nothing. A file that a newer version migrated (a version this one does not know) is refused
+/// with `Config`, unchanged: this version would not know what its layout means.
 pub(crate) async fn migrate(store: &SqliteStore) -> Result<()> {
     let mut write = store.begin("applying the migrations").await?;
     write
@@ -31,6 +32,13 @@ pub(crate) async fn migrate(store: &SqliteStore) -> Result<()> {
         .fetch_all(write.conn())
         .await
         .map_err(|e| db_error("reading the applied migrations", e))?;
+    let known = MIGRATIONS.last().map_or(0, |(version, _, _)| *version);
+    if let Some(newer) = applied.iter().find(|version| **version > known) {
+        // The transaction is dropped unfinished: nothing of this attempt stays.
+        return Err(Error::config(format!(
+            "the SQLite file was migrated by a newer version of dogs-sqlite (migration {newer}; this version knows up to {known}): open it with that version or newer"
+        )));
+    }
     for (version, name, sql) in MIGRATIONS {
         if applied.contains(version) {
             continue;

@@ -358,3 +358,30 @@ pub async fn job_ids_run_out(ctx: TestContext) {
         .unwrap_err();
     assert_eq!(error.kind(), ErrorKind::Backend, "{error}");
 }
+
+/// A file a newer version of the store migrated (a migration this one does not know) is
+/// refused with `Config` rather than written with a layout this version does not understand;
+/// the file is left as it was.
+pub async fn newer_schema_is_refused(ctx: TestContext) {
+    ctx.store()
+        .schedule(NewJob::new("kept", json!({})))
+        .await
+        .unwrap();
+    let mut conn = raw(&ctx).await;
+    exec(
+        &mut conn,
+        "INSERT INTO migrations (version, name, applied_at) VALUES (999, 'from a newer version', 0)",
+    )
+    .await;
+    drop(conn);
+    match SqliteStore::open(db_path(ctx.namespace())).await {
+        Err(e) => assert_eq!(e.kind(), ErrorKind::Config, "{e}"),
+        Ok(_) => panic!("a file of a newer version was opened"),
+    }
+    let mut conn = raw(&ctx).await;
+    let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE name = 'kept'")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(jobs, 1, "the file is left as it was");
+}

@@ -75,6 +75,10 @@ pub fn cases() -> Vec<Case> {
             super::edges::wakeup_beside_own_cancel,
         ),
         Case::new("sqlite_job_ids_run_out", super::edges::job_ids_run_out),
+        Case::new(
+            "sqlite_newer_schema_is_refused",
+            super::edges::newer_schema_is_refused,
+        ),
     ]
 }
 
