@@ -102,31 +102,37 @@ impl SqliteStore {
         prune_in_batches(|| async move {
             let what = "pruning";
             let mut write = self.begin(what).await?;
-            let jobs = sqlx::query(
+            let jobs = delete_batch(
+                &mut write,
                 "DELETE FROM jobs WHERE id IN (
                      SELECT id FROM jobs WHERE state = 'failed' AND expires_at <= ?1
                      ORDER BY expires_at LIMIT ?2)",
+                cutoff,
             )
-            .bind(cutoff)
-            .bind(PRUNE_BATCH as i64)
-            .execute(write.conn())
-            .await
-            .map_err(|e| db_error(what, e))?
-            .rows_affected();
-            let executions = sqlx::query(
+            .await?;
+            let executions = delete_batch(
+                &mut write,
                 "DELETE FROM executions WHERE rowid IN (
                      SELECT rowid FROM executions WHERE expires_at <= ?1
                      ORDER BY expires_at LIMIT ?2)",
+                cutoff,
             )
-            .bind(cutoff)
-            .bind(PRUNE_BATCH as i64)
-            .execute(write.conn())
-            .await
-            .map_err(|e| db_error(what, e))?
-            .rows_affected();
+            .await?;
             self.commit(write, what).await?;
             Ok(PruneBatch::counted(PruneReport { jobs, executions }))
         })
         .await
     }
+}
+
+/// Runs one batch of a prune's `statement` (`?1` the cutoff, `?2` the batch size) and counts
+/// the rows it removed.
+async fn delete_batch(write: &mut Write, statement: &str, cutoff: i64) -> Result<u64> {
+    sqlx::query(statement)
+        .bind(cutoff)
+        .bind(PRUNE_BATCH as i64)
+        .execute(write.conn())
+        .await
+        .map(|done| done.rows_affected())
+        .map_err(|e| db_error("pruning", e))
 }

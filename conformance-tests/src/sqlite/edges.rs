@@ -112,24 +112,31 @@ pub async fn claim_beside_unreadable_times(ctx: TestContext) {
     assert_eq!(got, vec![good]);
 }
 
+/// A job of name `named` with `params`, claimed and failed for good by its handler with
+/// `CANCELLED_ERROR` as its own error text.
+async fn fail_named_cancelled(store: &dyn JobStore, params: serde_json::Value) -> dogs_core::JobId {
+    let id = schedule_new(store, NewJob::new("named", params)).await;
+    let claimed = claim_one(store, "named", LEASE).await;
+    store
+        .finish(
+            &claimed.lease,
+            Completion::Fail {
+                error: dogs_core::CANCELLED_ERROR.to_owned(),
+                retain_for: Duration::from_secs(3600),
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    id
+}
+
 /// A handler whose own error text is `CANCELLED_ERROR` fails its job for good: the job is
 /// no cancelled one (its lease is gone), and `retry` and `retry_failed` put it back.
 pub async fn retry_of_a_failure_named_cancelled(ctx: TestContext) {
     let store = ctx.store();
     for round in 0..2 {
-        let id = schedule_new(&*store, NewJob::new("named", json!(round))).await;
-        let claimed = claim_one(&*store, "named", LEASE).await;
-        store
-            .finish(
-                &claimed.lease,
-                Completion::Fail {
-                    error: dogs_core::CANCELLED_ERROR.to_owned(),
-                    retain_for: Duration::from_secs(3600),
-                },
-                None,
-            )
-            .await
-            .unwrap();
+        let id = fail_named_cancelled(&*store, json!(round)).await;
         assert_eq!(
             store.get_job(&id).await.unwrap().map(|j| j.state),
             Some(JobState::Failed)
@@ -161,19 +168,7 @@ pub async fn retry_of_a_failure_named_cancelled(ctx: TestContext) {
             .unwrap();
     }
     // And cancelling such a failed job removes it.
-    let id = schedule_new(&*store, NewJob::new("named", json!("cancel"))).await;
-    let claimed = claim_one(&*store, "named", LEASE).await;
-    store
-        .finish(
-            &claimed.lease,
-            Completion::Fail {
-                error: dogs_core::CANCELLED_ERROR.to_owned(),
-                retain_for: Duration::from_secs(3600),
-            },
-            None,
-        )
-        .await
-        .unwrap();
+    let id = fail_named_cancelled(&*store, json!("cancel")).await;
     assert!(store
         .cancel(&id)
         .await
