@@ -42,6 +42,24 @@ impl TestContext {
         }
     }
 
+    /// A store in another namespace, `{namespace}_{suffix}`, as a second deployment on the
+    /// same server would have; [`TestContext::remove_other`] removes it.
+    pub async fn open_other(&self, suffix: &str) -> Arc<dyn JobStore> {
+        let namespace = format!("{}_{suffix}", self.namespace);
+        match self.backend.open(&namespace).await {
+            Ok(store) => store,
+            Err(e) => panic!("opening {namespace} failed: {e}"),
+        }
+    }
+
+    /// Removes what [`TestContext::open_other`] stored under `suffix`.
+    pub async fn remove_other(&self, suffix: &str) {
+        let namespace = format!("{}_{suffix}", self.namespace);
+        if let Err(e) = self.backend.cleanup(&namespace).await {
+            panic!("removing {namespace} failed: {e}");
+        }
+    }
+
     /// The case's namespace (schema, key prefix, database name).
     pub fn namespace(&self) -> &str {
         &self.namespace

@@ -113,6 +113,7 @@ pub fn cases() -> Vec<Case> {
         ),
         Case::new("unstorable_result", w::unstorable_result),
         Case::new("prune_many_batches", s::prune_many_batches),
+        Case::new("remove_all", s::remove_all),
         Case::new("bad_input_definitions", b::bad_input_definitions),
         Case::new("bad_input_scheduling", b::bad_input_scheduling),
         Case::new("bad_input_durations", b::bad_input_durations),

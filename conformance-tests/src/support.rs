@@ -327,6 +327,9 @@ impl JobStore for AlteredClaims {
     async fn prune(&self) -> dogs_core::Result<dogs_core::PruneReport> {
         self.inner.prune().await
     }
+    async fn remove_all(&self) -> dogs_core::Result<()> {
+        self.inner.remove_all().await
+    }
     fn wakeups(&self) -> Option<dogs_core::WakeUps> {
         if self.wakeups {
             self.inner.wakeups()

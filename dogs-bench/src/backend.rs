@@ -291,6 +291,9 @@ impl JobStore for PollingOnly {
     async fn prune(&self) -> Result<dogs_core::PruneReport> {
         self.0.prune().await
     }
+    async fn remove_all(&self) -> Result<()> {
+        self.0.remove_all().await
+    }
     fn wakeups(&self) -> Option<WakeUps> {
         None
     }

@@ -260,6 +260,9 @@ mod tests {
         async fn prune(&self) -> Result<PruneReport> {
             not_used()
         }
+        async fn remove_all(&self) -> Result<()> {
+            not_used()
+        }
         async fn retry(&self, _: &JobId) -> Result<bool> {
             not_used()
         }

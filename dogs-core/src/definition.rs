@@ -18,8 +18,44 @@ use crate::job::{JobId, NewJob, DEFAULT_PRIORITY};
 use crate::schedule::Schedule;
 use crate::scheduling::ScheduleOptions;
 
-/// The error a handler returns: any error type, boxed.
+/// The error a handler returns: any error, boxed.
+///
+/// A handler's closure returns `Result<R, HandlerError>`, so `?` and `.into()` need no type
+/// written out:
+///
+/// - `?` on any `std::error::Error + Send + Sync` (I/O, serde, sqlx, reqwest, ...), on an
+///   `anyhow::Error` or `eyre::Report`, on a `String` or `&str` error, and on another
+///   `HandlerError`; the record keeps the error's chain of causes, joined by `": "`.
+/// - `Err("text".into())`, `Err(format!("...").into())`, `Err(Snooze(d).into())`.
+/// - Anything else that is only [`Display`](fmt::Display), or a `Box<dyn Error>` that is not
+///   `Send + Sync`: `.map_err(handler_error)?` keeps its text ([`handler_error`]).
+///
+/// ```
+/// use dogs_core::prelude::*;
+///
+/// fn parse(text: &str) -> Result<u32, Box<dyn std::error::Error>> {
+///     Ok(text.parse()?)
+/// }
+///
+/// let job = EventJob::new("parse", |text: String, _ctx: JobContext| async move {
+///     if text.is_empty() {
+///         return Err("nothing to parse".into());
+///     }
+///     let number = parse(&text).map_err(handler_error)?; // not Send: keep its text
+///     let doubled: u64 = serde_json::from_str(&format!("{}", number * 2))?; // any std error
+///     Ok(doubled)
+/// });
+/// # let _ = job;
+/// ```
 pub type HandlerError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Turns any error that is only [`Display`](fmt::Display) (or not `Send + Sync`, such as a
+/// `Box<dyn Error>`) into a [`HandlerError`] with its text: `.map_err(handler_error)?`.
+///
+/// The text is `{:#}` of the value, which for an `anyhow::Error` includes its causes.
+pub fn handler_error(error: impl fmt::Display) -> HandlerError {
+    format!("{error:#}").into()
+}
 
 /// The default number of executions before an event job is failed for good.
 pub const DEFAULT_MAX_TRIES: u32 = 10;
@@ -189,9 +225,12 @@ pub(crate) enum DefinitionKind {
     Recurrent { schedules: Vec<Schedule> },
 }
 
-/// A job definition with its types erased: what [`start_workers`](crate::start_workers) takes.
+/// A job definition with its types erased: what [`start_workers`](crate::start_workers) and
+/// [`testing::drain`](crate::testing::drain) take.
 ///
-/// Made from an [`EventJob`] or a [`RecurrentJob`] with `.into()`.
+/// Made from an [`EventJob`] or a [`RecurrentJob`] the same way: `job.definition()` (the job
+/// stays usable, to schedule it) or `job.into()` (also from `&job`), so one list holds both:
+/// `[send_invoice.definition(), cleanup.definition()]`.
 #[derive(Clone)]
 pub struct JobDefinition {
     pub(crate) name: String,
@@ -355,9 +394,11 @@ pub trait JobOptions: Sized {
     /// Called once when an execution outlives its lease: it is stopped, or its handler returns
     /// only after the lease ended, too late for its outcome to count.
     ///
-    /// It runs on the worker that ran the execution, after the handler has stopped and before
-    /// the job is released to run again, so the next execution (on any worker) starts after it
-    /// is called; it must not block. A hook that panics is logged and ignored.
+    /// **When it runs, relative to the re-run:** on the worker that ran the execution, after
+    /// the handler has stopped and before the job is released to run again, so it is always
+    /// called before the next execution starts, on whatever worker; that execution sees
+    /// [`JobContext::was_stale`]. It must not block. A hook that panics is logged and ignored.
+    /// A worker that died runs no hook: its job runs again once its lease ends.
     fn on_stale(mut self, on_stale: impl Fn(&ExecutionFailure) + Send + Sync + 'static) -> Self {
         self.definition_mut().on_stale = Some(Arc::new(on_stale));
         self
@@ -464,6 +505,35 @@ where
         }
     }
 
+    /// An event job run by an async closure `handler(state, params, ctx)`, handed a clone of
+    /// `state` at every execution, as axum hands `State` to its handlers: no
+    /// clone-then-`async move` in the closure. Share what is not `Clone` through an `Arc`.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use std::sync::Arc;
+    /// use dogs_core::prelude::*;
+    ///
+    /// #[derive(Clone, Default)]
+    /// struct App { sent: Arc<AtomicU64> }
+    ///
+    /// let app = App::default();
+    /// let send = EventJob::with_state("send", app.clone(), |app: App, to: String, _ctx: JobContext| async move {
+    ///     app.sent.fetch_add(1, Ordering::Relaxed);
+    ///     Ok(format!("sent to {to}"))
+    /// });
+    /// # let _ = send;
+    /// ```
+    pub fn with_state<S, F, Fut, R>(name: impl Into<String>, state: S, handler: F) -> Self
+    where
+        S: Clone + Send + Sync + 'static,
+        F: Fn(S, P, JobContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<R, HandlerError>> + Send + 'static,
+        R: Serialize + Send + 'static,
+    {
+        Self::new(name, move |params, ctx| handler(state.clone(), params, ctx))
+    }
+
     /// Claims before the job is failed for good (default 10): after an error when `on_error` does
     /// not decide, and whenever an execution ends without finishing (it went stale, or its
     /// worker died), since every claim counts as a try.
@@ -566,6 +636,18 @@ impl RecurrentJob {
         }
     }
 
+    /// A recurrent job run by an async closure `handler(state, ctx)`, handed a clone of `state`
+    /// at every execution (see [`EventJob::with_state`]).
+    pub fn with_state<S, F, Fut, R>(name: impl Into<String>, state: S, handler: F) -> Self
+    where
+        S: Clone + Send + Sync + 'static,
+        F: Fn(S, JobContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<R, HandlerError>> + Send + 'static,
+        R: Serialize + Send + 'static,
+    {
+        Self::new(name, move |ctx| handler(state.clone(), ctx))
+    }
+
     fn add(mut self, schedule: Schedule) -> Self {
         if let DefinitionKind::Recurrent { schedules } = &mut self.definition.kind {
             schedules.push(schedule);
@@ -598,6 +680,48 @@ impl RecurrentJob {
     pub fn name(&self) -> &str {
         &self.definition.name
     }
+
+    /// The type-erased definition, for `start_workers`, spelled as for an [`EventJob`].
+    pub fn definition(&self) -> JobDefinition {
+        self.definition.clone()
+    }
+
+    /// Its schedule, when it has exactly one (as `start_workers` requires).
+    pub fn schedule(&self) -> Option<&Schedule> {
+        match &self.definition.kind {
+            DefinitionKind::Recurrent { schedules } if schedules.len() == 1 => schedules.first(),
+            _ => None,
+        }
+    }
+
+    /// The next `count` run times after `after`, to check a schedule before deploying it; see
+    /// [`Schedule::next_runs`]. A job without exactly one schedule is a `Config` error, as at
+    /// `start_workers`.
+    ///
+    /// ```
+    /// use dogs_core::prelude::*;
+    ///
+    /// let report = RecurrentJob::new("report", |_ctx: JobContext| async move { Ok(()) })
+    ///     .cron("0 3 * * *", "Europe/Paris");
+    /// for run in report.next_runs(chrono::Utc::now(), 5)? {
+    ///     println!("next run: {run}");
+    /// }
+    /// # Ok::<(), dogs_core::Error>(())
+    /// ```
+    pub fn next_runs(
+        &self,
+        after: chrono::DateTime<chrono::Utc>,
+        count: usize,
+    ) -> Result<Vec<chrono::DateTime<chrono::Utc>>> {
+        self.definition.validate()?;
+        match self.schedule() {
+            Some(schedule) => schedule.next_runs(after, count),
+            None => Err(Error::config(format!(
+                "recurrent job '{}' has no single schedule",
+                self.definition.name
+            ))),
+        }
+    }
 }
 
 impl JobOptions for RecurrentJob {
@@ -609,5 +733,11 @@ impl JobOptions for RecurrentJob {
 impl From<RecurrentJob> for JobDefinition {
     fn from(job: RecurrentJob) -> Self {
         job.definition
+    }
+}
+
+impl From<&RecurrentJob> for JobDefinition {
+    fn from(job: &RecurrentJob) -> Self {
+        job.definition.clone()
     }
 }

@@ -104,7 +104,19 @@ pub struct Execution {
 }
 
 /// Which executions [`JobStore::executions`](crate::JobStore::executions) returns: those of one
-/// job name, newest first, one page.
+/// job name, newest first, **one page** of at most `limit` records
+/// ([`DEFAULT_PAGE_SIZE`](crate::DEFAULT_PAGE_SIZE), 100, unless `.limit(n)` says otherwise).
+///
+/// A page shorter than its limit is the last; [`ExecutionQuery::next_page`] gives the query of
+/// the page after it, as for [`JobQuery`](crate::JobQuery).
+///
+/// ```
+/// use dogs_core::prelude::*;
+///
+/// let latest_ten = ExecutionQuery::name("send-invoice").limit(10);
+/// let the_ten_before = latest_ten.clone().next_page();
+/// assert_eq!(the_ten_before.offset, 10);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExecutionQuery {
     /// The job name.
@@ -118,12 +130,12 @@ pub struct ExecutionQuery {
 }
 
 impl ExecutionQuery {
-    /// The newest 100 executions of `name`.
+    /// The first page (the newest 100: set `.limit(n)`) of executions of `name`.
     pub fn name(name: impl Into<String>) -> Self {
         ExecutionQuery {
             name: name.into(),
             job_id: None,
-            limit: 100,
+            limit: crate::job::DEFAULT_PAGE_SIZE,
             offset: 0,
         }
     }
@@ -134,7 +146,7 @@ impl ExecutionQuery {
         self
     }
 
-    /// Sets the page size.
+    /// Sets the page size: the read returns at most `limit` records (default 100).
     pub fn limit(mut self, limit: usize) -> Self {
         self.limit = limit;
         self
@@ -143,6 +155,12 @@ impl ExecutionQuery {
     /// Sets how many to skip.
     pub fn offset(mut self, offset: usize) -> Self {
         self.offset = offset;
+        self
+    }
+
+    /// The query of the page after this one: the same filters and limit, `limit` more skipped.
+    pub fn next_page(mut self) -> Self {
+        self.offset = self.offset.saturating_add(self.limit);
         self
     }
 }

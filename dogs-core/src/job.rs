@@ -362,6 +362,18 @@ pub enum Scheduled {
     Replaced(JobId),
 }
 
+impl AsRef<JobId> for Scheduled {
+    fn as_ref(&self) -> &JobId {
+        self.id()
+    }
+}
+
+impl AsRef<JobId> for JobId {
+    fn as_ref(&self) -> &JobId {
+        self
+    }
+}
+
 impl Scheduled {
     /// The id of the new or existing job.
     pub fn id(&self) -> &JobId {
@@ -446,7 +458,41 @@ pub struct Job {
     pub trace_context: Option<String>,
 }
 
-/// Which jobs [`JobStore::list_jobs`](crate::JobStore::list_jobs) returns.
+/// The page size of a [`JobQuery`] or an [`ExecutionQuery`](crate::ExecutionQuery) that sets
+/// none: 100. Set one with `.limit(n)`; a read returns at most that many rows.
+pub const DEFAULT_PAGE_SIZE: usize = 100;
+
+/// Which jobs [`JobStore::list_jobs`](crate::JobStore::list_jobs) returns: **one page**, of at
+/// most `limit` jobs ([`DEFAULT_PAGE_SIZE`], 100, unless `.limit(n)` says otherwise).
+///
+/// A page shorter than its limit is the last; [`JobQuery::next_page`] gives the query of the
+/// page after it:
+///
+/// ```
+/// use dogs_core::prelude::*;
+/// use dogs_memory::MemoryStore;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Error> {
+/// let store = MemoryStore::new();
+/// let mut query = JobQuery::name("send-invoice").state(JobState::Failed).limit(500);
+/// let mut failed = Vec::new();
+/// loop {
+///     let page = store.list_jobs(&query).await?;
+///     let last = page.len() < query.limit;
+///     failed.extend(page);
+///     if last {
+///         break;
+///     }
+///     query = query.next_page();
+/// }
+/// # assert!(failed.is_empty());
+/// # Ok(())
+/// # }
+/// ```
+///
+/// Offsets page a listing that does not change meanwhile; jobs that start, end or are
+/// scheduled between two pages move the rows under it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobQuery {
     /// Only jobs of this name, or every name.
@@ -464,7 +510,7 @@ impl Default for JobQuery {
         JobQuery {
             name: None,
             state: None,
-            limit: 100,
+            limit: DEFAULT_PAGE_SIZE,
             offset: 0,
         }
     }
@@ -477,7 +523,7 @@ impl JobQuery {
         self.state == Some(JobState::Failed)
     }
 
-    /// Jobs of `name` in any state.
+    /// The first page (of 100: set `.limit(n)`) of jobs of `name` in any state.
     pub fn name(name: impl Into<String>) -> Self {
         JobQuery {
             name: Some(name.into()),
@@ -491,7 +537,7 @@ impl JobQuery {
         self
     }
 
-    /// Sets the page size.
+    /// Sets the page size: the read returns at most `limit` jobs (default 100).
     pub fn limit(mut self, limit: usize) -> Self {
         self.limit = limit;
         self
@@ -500,6 +546,12 @@ impl JobQuery {
     /// Sets how many to skip.
     pub fn offset(mut self, offset: usize) -> Self {
         self.offset = offset;
+        self
+    }
+
+    /// The query of the page after this one: the same filters and limit, `limit` more skipped.
+    pub fn next_page(mut self) -> Self {
+        self.offset = self.offset.saturating_add(self.limit);
         self
     }
 }

@@ -14,6 +14,9 @@ use crate::job::RunAt;
 /// A function that gives a recurrent job's next run from the store's current time.
 pub type NextRunFn = Arc<dyn Fn(DateTime<Utc>) -> DateTime<Utc> + Send + Sync>;
 
+/// The most run times [`Schedule::next_runs`] lists in one call.
+pub const MAX_NEXT_RUNS: usize = 10_000;
+
 /// A recurrent job's schedule.
 #[derive(Clone)]
 pub enum Schedule {
@@ -65,6 +68,53 @@ impl Schedule {
             Schedule::Cron(cron) => cron.parsed().map(|_| ()),
             Schedule::NextRun(_) => Ok(()),
         }
+    }
+
+    /// The next `count` run times after `after`, as the workers would compute them if every
+    /// run took no time: print them to check a schedule before deploying it.
+    ///
+    /// A `run_every` schedule gives `after + interval`, `after + 2 × interval`, ... (it really
+    /// counts from the end of each run); a `get_next_run` function is called with each time it
+    /// returned, and the list stops early when it returns one that is not later; a cron
+    /// schedule lists its next matches in its timezone (fewer when it has no more). An invalid
+    /// schedule is its `Config` error; `count` is at most 10,000 (`InvalidInput` past it).
+    ///
+    /// ```
+    /// use chrono::{TimeZone, Utc};
+    /// use dogs_core::prelude::*;
+    ///
+    /// let nightly = Schedule::cron("0 3 * * *", "Europe/Paris");
+    /// let after = Utc.with_ymd_and_hms(2026, 3, 28, 12, 0, 0).unwrap();
+    /// let runs = nightly.next_runs(after, 2)?;
+    /// // 3:00 in Paris is 2:00 UTC in winter and 1:00 UTC once summer time begins.
+    /// assert_eq!(runs[0], Utc.with_ymd_and_hms(2026, 3, 29, 1, 0, 0).unwrap());
+    /// assert_eq!(runs[1], Utc.with_ymd_and_hms(2026, 3, 30, 1, 0, 0).unwrap());
+    /// # Ok::<(), dogs_core::Error>(())
+    /// ```
+    pub fn next_runs(&self, after: DateTime<Utc>, count: usize) -> Result<Vec<DateTime<Utc>>> {
+        if count > MAX_NEXT_RUNS {
+            return Err(Error::new(
+                crate::ErrorKind::InvalidInput,
+                format!("next_runs was asked for {count} runs; at most {MAX_NEXT_RUNS}"),
+            ));
+        }
+        self.validate()?;
+        let mut runs: Vec<DateTime<Utc>> = Vec::with_capacity(count);
+        let mut from = after;
+        while runs.len() < count {
+            let next = match self.next_run_after(from) {
+                Ok(run_at) => run_at.resolve(from),
+                Err(e) if matches!(self, Schedule::Cron(_)) && runs.is_empty() => return Err(e),
+                Err(_) if matches!(self, Schedule::Cron(_)) => break,
+                Err(e) => return Err(e),
+            };
+            if next <= from {
+                break;
+            }
+            runs.push(next);
+            from = next;
+        }
+        Ok(runs)
     }
 
     /// The next run after `now` (the store's current time).

@@ -182,6 +182,7 @@ pub trait JobStore: Send + Sync + 'static {
     async fn get_job(&self, id: &JobId) -> Result<Option<Job>>;
 
     /// Lists jobs by name and state, in scheduling order; a listing of failed jobs newest first.
+    /// Returns one page: at most `query.limit` jobs (100 unless set; see [`JobQuery`] for paging).
     ///
     /// The page is found at the store, through its indexes: a page of a name and state costs
     /// about the same with a million other jobs stored as with none.
@@ -217,7 +218,8 @@ pub trait JobStore: Send + Sync + 'static {
     ///   records of minutes before `since`'s are left out (execution-stats).
     async fn execution_stats(&self, since: DateTime<Utc>) -> Result<Vec<ExecutionMinute>>;
 
-    /// Reads execution records of one job name, newest first.
+    /// Reads execution records of one job name, newest first. Returns one page: at most
+    /// `query.limit` records (100 unless set; see [`ExecutionQuery`] for paging).
     ///
     /// # Behavior
     /// - Newest first by start time, paged (S-execution-roundtrip).
@@ -263,6 +265,21 @@ pub trait JobStore: Send + Sync + 'static {
     ///   hidden, unless another call was removing it at the same time (S-execution-retention,
     ///   S-fail-terminal).
     async fn prune(&self) -> Result<PruneReport>;
+
+    /// Removes everything this store holds, and its namespace: the PostgreSQL schema, the
+    /// MongoDB database, every key of the Redis prefix, the SQLite file (with its `-wal` and
+    /// `-shm` files), the memory store's contents. Nothing outside the namespace is touched.
+    ///
+    /// For tests, and for taking a deployment's queue down: stop the workers first, call it
+    /// last, and drop the store afterwards. Opening the namespace again gives a new, empty
+    /// store. What else this value does afterwards is not part of the contract: on some stores
+    /// its calls fail (the tables are gone), on others they start a new namespace.
+    ///
+    /// # Behavior
+    /// - Afterwards, a store opened on the same namespace has no job, execution record,
+    ///   recurrent job or name setting, and a store of another namespace keeps all of its own
+    ///   (remove-all).
+    async fn remove_all(&self) -> Result<()>;
 
     /// Puts a failed job back to run now, or makes a pending job due now ("run now").
     ///
@@ -435,6 +452,9 @@ impl<T: JobStore + ?Sized> JobStore for Arc<T> {
     }
     async fn prune(&self) -> Result<PruneReport> {
         (**self).prune().await
+    }
+    async fn remove_all(&self) -> Result<()> {
+        (**self).remove_all().await
     }
     async fn retry(&self, id: &JobId) -> Result<bool> {
         (**self).retry(id).await

@@ -5,7 +5,6 @@
 //! use std::time::Duration;
 //! use dogs_core::prelude::*;
 //! use dogs_core::testing::{drain, scheduled_jobs, wait_for_execution};
-//! use dogs_core::ExecutionStatus;
 //! use dogs_memory::MemoryStore;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -22,7 +21,7 @@
 //! assert_eq!(ran.len(), 1);
 //! assert_eq!(ran[0].status, ExecutionStatus::Success);
 //!
-//! let record = wait_for_execution(&store, "welcome", id.id(), Duration::from_secs(5)).await?;
+//! let record = wait_for_execution(&store, "welcome", &id, Duration::from_secs(5)).await?;
 //! assert_eq!(record.result, Some(serde_json::json!("sent to ada@example.com")));
 //! assert!(scheduled_jobs(&store, "welcome").await?.is_empty());
 //! # Ok(())
@@ -153,16 +152,23 @@ async fn all_jobs<S: JobStore + ?Sized>(
 }
 
 /// Waits until job `id` of `name` has an execution record and is not running, and returns the
-/// record of its latest execution; `TimedOut` after `deadline`.
+/// record of its latest execution; `TimedOut` after `deadline`. `id` is what
+/// [`schedule_job`](crate::schedule_job) returned (a [`Scheduled`](crate::Scheduled)) or a
+/// [`JobId`]: `wait_for_execution(&store, "welcome", &scheduled, deadline)`.
+///
+/// This is how a test awaits a job that workers run (in this process or another): no polling
+/// of `get_job` in the test. A job that only [`drain`] runs needs no wait: `drain` returns
+/// its records.
 ///
 /// A job retried at once may run again after the record is returned: the record is of one
 /// execution, the job's outcome so far.
 pub async fn wait_for_execution<S: JobStore + ?Sized>(
     store: &S,
     name: &str,
-    id: &JobId,
+    id: impl AsRef<JobId>,
     deadline: Duration,
 ) -> Result<Execution> {
+    let id = id.as_ref();
     let ends = crate::worker::later(Instant::now(), deadline);
     loop {
         let running = store

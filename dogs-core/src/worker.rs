@@ -39,18 +39,20 @@ const GIVE_BACK_TIME: Duration = Duration::from_secs(1);
 pub type OnMaxTries = Arc<dyn Fn(&ExecutionFailure) + Send + Sync>;
 
 /// How a worker set runs. Every field has the default of the original library; set the ones you
-/// need and take the rest with `..Default::default()`.
+/// need with the builder methods, named after the fields, in the style of the job definitions'
+/// `.on_error(..)` (or as a struct with `..Default::default()`).
 ///
 /// ```
 /// use std::time::Duration;
-/// use dogs_core::WorkerOptions;
+/// use dogs_core::prelude::*;
 ///
-/// let options = WorkerOptions {
-///     workers_count: 16,
-///     poll_interval: Duration::from_secs(1),
-///     ..Default::default()
-/// };
-/// # let _ = options;
+/// let options = WorkerOptions::new()
+///     .workers_count(16)
+///     .poll_interval(Duration::from_secs(1))
+///     .on_max_tries(|failure| eprintln!("{} failed for good: {}", failure.name, failure.error));
+///
+/// let same_count = WorkerOptions { workers_count: 16, ..Default::default() };
+/// # let _ = (options, same_count);
 /// ```
 #[derive(Clone)]
 pub struct WorkerOptions {
@@ -82,7 +84,8 @@ pub struct WorkerOptions {
     /// Recorded as the lease holder and in execution records (default: process id and a random
     /// suffix).
     pub worker_id: Option<String>,
-    /// Called once when an event job is failed for good after `max_tries` executions.
+    /// Called once when an event job is failed for good after `max_tries` claims; set it with
+    /// [`WorkerOptions::on_max_tries`](WorkerOptions::on_max_tries()), which says when it runs.
     pub on_max_tries: Option<OnMaxTries>,
     /// How often this worker set asks the store to remove expired failed jobs and execution
     /// records (default every minute); `None` leaves pruning to the store or to you.
@@ -131,6 +134,93 @@ impl fmt::Debug for WorkerOptions {
 }
 
 impl WorkerOptions {
+    /// The defaults, to set options on with the builder methods.
+    pub fn new() -> Self {
+        WorkerOptions::default()
+    }
+
+    /// Executions this worker set runs at once (default 4).
+    pub fn workers_count(mut self, workers_count: usize) -> Self {
+        self.workers_count = workers_count;
+        self
+    }
+
+    /// The most jobs claimed ahead of free slots (default 1,024; 0 claims only for free
+    /// slots); see the field [`WorkerOptions::prefetch`].
+    pub fn prefetch(mut self, prefetch: usize) -> Self {
+        self.prefetch = prefetch;
+        self
+    }
+
+    /// The lease on a claimed job (default 30 s), unless a definition sets its own.
+    pub fn lock_time(mut self, lock_time: Duration) -> Self {
+        self.lock_time = lock_time;
+        self
+    }
+
+    /// Wait after a look that found nothing (default 3 s).
+    pub fn poll_interval(mut self, poll_interval: Duration) -> Self {
+        self.poll_interval = poll_interval;
+        self
+    }
+
+    /// Pause of a slot after an execution before it claims again (default 100 ms).
+    pub fn cooldown_period(mut self, cooldown_period: Duration) -> Self {
+        self.cooldown_period = cooldown_period;
+        self
+    }
+
+    /// How long [`Workers::stop`] waits for running executions (default: `lock_time`).
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.shutdown_grace = Some(grace);
+        self
+    }
+
+    /// Retry delays for failed event jobs without `on_error`.
+    pub fn retry_backoff(mut self, retry_backoff: RetryBackoff) -> Self {
+        self.retry_backoff = retry_backoff;
+        self
+    }
+
+    /// How long a failed event job stays visible before it is removed (default 7 days).
+    pub fn failed_retention(mut self, failed_retention: Duration) -> Self {
+        self.failed_retention = failed_retention;
+        self
+    }
+
+    /// Recorded as the lease holder and in execution records.
+    pub fn worker_id(mut self, worker_id: impl Into<String>) -> Self {
+        self.worker_id = Some(worker_id.into());
+        self
+    }
+
+    /// Called once when an event job is failed for good: its claims reached `max_tries`
+    /// (after errors the default policy retried, or executions that went stale or whose
+    /// worker died). Not called for [`ErrorAction::Dismiss`](crate::ErrorAction), nor when
+    /// `on_error`'s `RetryIn` keeps retrying: `RetryIn` is not capped by `max_tries`. It runs
+    /// on the worker that saved the failure and must not block; a hook that panics is logged
+    /// and ignored.
+    pub fn on_max_tries(
+        mut self,
+        on_max_tries: impl Fn(&ExecutionFailure) + Send + Sync + 'static,
+    ) -> Self {
+        self.on_max_tries = Some(Arc::new(on_max_tries));
+        self
+    }
+
+    /// How often this worker set removes expired failed jobs and execution records (default
+    /// every minute); `None` leaves pruning to the store or to you.
+    pub fn prune_interval(mut self, prune_interval: Option<Duration>) -> Self {
+        self.prune_interval = prune_interval;
+        self
+    }
+
+    /// Whether leases renew themselves while handlers run (default on).
+    pub fn auto_extend(mut self, auto_extend: bool) -> Self {
+        self.auto_extend = auto_extend;
+        self
+    }
+
     /// Checks the options as `start_workers` does; every problem is a `Config` error naming the
     /// field: a `workers_count` of zero or over [`MAX_WORKERS_COUNT`](crate::MAX_WORKERS_COUNT),
     /// a zero `lock_time`, `poll_interval` or `prune_interval`, a duration over

@@ -938,6 +938,9 @@ impl JobStore for BrokenStore {
     async fn prune(&self) -> dogs_core::Result<PruneReport> {
         down()
     }
+    async fn remove_all(&self) -> dogs_core::Result<()> {
+        down()
+    }
     async fn retry(&self, _: &JobId) -> dogs_core::Result<bool> {
         down()
     }

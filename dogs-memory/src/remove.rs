@@ -146,3 +146,14 @@ impl State {
         removed
     }
 }
+
+impl crate::MemoryStore {
+    /// Empties the store: every job, record and name setting. Ids go on from where they were,
+    /// so an id read before never names a job scheduled after.
+    pub(crate) fn clear(&self) {
+        let mut state = self.state();
+        let next_seq = state.next_seq;
+        *state = State::default();
+        state.next_seq = next_seq;
+    }
+}

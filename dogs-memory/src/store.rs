@@ -79,7 +79,7 @@ impl MemoryStore {
         }
     }
 
-    fn state(&self) -> MutexGuard<'_, State> {
+    pub(crate) fn state(&self) -> MutexGuard<'_, State> {
         self.shared.state()
     }
 
@@ -324,6 +324,11 @@ impl JobStore for MemoryStore {
     async fn set_progress(&self, lease: &Lease, progress: &serde_json::Value) -> Result<()> {
         dogs_core::validate_progress(progress, self.shared.max_params_bytes)?;
         self.state().set_progress(lease, progress)
+    }
+
+    async fn remove_all(&self) -> Result<()> {
+        self.clear();
+        Ok(())
     }
 
     async fn prune(&self) -> Result<PruneReport> {

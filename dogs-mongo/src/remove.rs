@@ -70,3 +70,18 @@ impl MongoStore {
         Ok((ids.len() as u64, removed))
     }
 }
+
+impl MongoStore {
+    /// Drops the store's collections (jobs, execution records, name settings), with their
+    /// indexes; MongoDB removes the database with its last collection. Collections of others
+    /// in the same database are left alone.
+    pub(crate) async fn drop_collections(&self) -> Result<()> {
+        for collection in [&self.inner.jobs, &self.inner.executions, &self.inner.names] {
+            collection
+                .drop()
+                .await
+                .map_err(|e| crate::error::mongo_error("dropping a collection", e))?;
+        }
+        Ok(())
+    }
+}

@@ -548,6 +548,10 @@ impl JobStore for MongoStore {
             .await
     }
 
+    async fn remove_all(&self) -> Result<()> {
+        self.drop_collections().await
+    }
+
     async fn prune(&self) -> Result<PruneReport> {
         self.prune_expired().await
     }

@@ -168,3 +168,41 @@ impl PostgresStore {
         Ok(removed.rows_affected())
     }
 }
+
+/// The tables dogs' migrations create in its schema.
+const OWN_TABLES: [&str; 4] = ["jobs", "executions", "names", "migrations"];
+
+impl PostgresStore {
+    /// Drops the store's schema, with everything in it. Refuses (`InvalidInput`, nothing
+    /// dropped) a schema that also holds tables that are not dogs', such as `public` with an
+    /// application's tables in it.
+    pub(crate) async fn drop_schema(&self) -> Result<()> {
+        let others: Vec<String> = sqlx::query_scalar(
+            "SELECT table_name::text FROM information_schema.tables
+             WHERE table_schema = $1 AND NOT (table_name = ANY($2)) ORDER BY table_name LIMIT 5",
+        )
+        .bind(&self.inner.schema)
+        .bind(&OWN_TABLES[..])
+        .fetch_all(&self.inner.pool)
+        .await
+        .map_err(|e| db_error("listing the schema's tables", e))?;
+        if !others.is_empty() {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "schema '{}' also holds tables that are not dogs' ({}); nothing was dropped",
+                    self.inner.schema,
+                    others.join(", ")
+                ),
+            ));
+        }
+        sqlx::query(&format!(
+            "DROP SCHEMA IF EXISTS {} CASCADE",
+            self.inner.quoted
+        ))
+        .execute(&self.inner.pool)
+        .await
+        .map_err(|e| db_error("dropping the schema", e))?;
+        Ok(())
+    }
+}

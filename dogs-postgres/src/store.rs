@@ -403,6 +403,10 @@ impl JobStore for PostgresStore {
         self.cancel_by_unique(name, unique_identifier).await
     }
 
+    async fn remove_all(&self) -> Result<()> {
+        self.drop_schema().await
+    }
+
     async fn prune(&self) -> Result<PruneReport> {
         self.prune_expired().await
     }

@@ -128,7 +128,7 @@ impl RedisStore {
     /// Removes every key of this store's prefix: its jobs, execution records and indexes. Keys
     /// are found with `SCAN` and removed with `UNLINK` in steps, so a prefix of millions of keys
     /// never blocks the server. Other prefixes are untouched.
-    pub async fn remove_all(&self) -> Result<()> {
+    pub(crate) async fn remove_prefix(&self) -> Result<()> {
         let pattern = self.key(&["*"]);
         let mut conn = self.conn();
         let mut cursor: u64 = 0;
@@ -360,6 +360,10 @@ impl JobStore for RedisStore {
 
     async fn cancel_unique(&self, name: &str, unique_identifier: &str) -> Result<bool> {
         self.cancel_where("unique", name, unique_identifier).await
+    }
+
+    async fn remove_all(&self) -> Result<()> {
+        self.remove_prefix().await
     }
 
     async fn prune(&self) -> Result<PruneReport> {

@@ -136,3 +136,38 @@ async fn delete_batch(write: &mut Write, statement: &str, cutoff: i64) -> Result
         .map(|done| done.rows_affected())
         .map_err(|e| db_error("pruning", e))
 }
+
+impl SqliteStore {
+    /// Removes the database: a file store stops its watcher, closes its connections and
+    /// deletes the file with its `-wal`, `-shm` and `-journal` files (a file already gone is
+    /// no error); an in-memory store empties its tables.
+    pub(crate) async fn remove_file(&self) -> Result<()> {
+        let Some(path) = self.path().map(std::path::Path::to_path_buf) else {
+            let mut write = self.begin("removing every job").await?;
+            for table in ["jobs", "executions", "names"] {
+                sqlx::query(&format!("DELETE FROM {table}"))
+                    .execute(write.conn())
+                    .await
+                    .map_err(|e| db_error("removing every job", e))?;
+            }
+            return self.commit(write, "removing every job").await;
+        };
+        self.close().await;
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let mut name = path.clone().into_os_string();
+            name.push(suffix);
+            match std::fs::remove_file(&name) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(Error::new(
+                        ErrorKind::Backend,
+                        format!("cannot remove {}", std::path::Path::new(&name).display()),
+                    )
+                    .with_source(e))
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -247,6 +247,13 @@ impl SqliteStore {
         Ok(store)
     }
 
+    /// Stops the file watcher and closes every connection: calls after it fail.
+    pub(crate) async fn close(&self) {
+        self.inner.stop_poller.cancel();
+        self.inner.write.close().await;
+        self.inner.read.close().await;
+    }
+
     /// Begins a write: `BEGIN IMMEDIATE` on the writing connection, which takes the database's
     /// write lock. A database another process holds locked is tried again, with a short random
     /// pause, until the request timeout; then the write fails with `Unavailable` (and has done
@@ -473,6 +480,10 @@ impl JobStore for SqliteStore {
 
     async fn cancel_unique(&self, name: &str, unique_identifier: &str) -> Result<bool> {
         self.cancel_by_unique(name, unique_identifier).await
+    }
+
+    async fn remove_all(&self) -> Result<()> {
+        self.remove_file().await
     }
 
     async fn prune(&self) -> Result<PruneReport> {

@@ -611,3 +611,73 @@ pub async fn unique_replace(ctx: TestContext) {
         store.complete(&c.lease, Completion::Remove).await.unwrap();
     }
 }
+
+/// `JobStore::remove_all`: everything of the namespace goes, nothing of another one.
+pub async fn remove_all(ctx: TestContext) {
+    let store = ctx.store();
+    let other = ctx.open_other("other").await;
+    let now = store_now(&*store).await;
+    schedule_new(&*store, NewJob::new("mail", json!(1))).await;
+    schedule_new(
+        &*store,
+        NewJob::new("mail", json!(2)).unique_identifier("u"),
+    )
+    .await;
+    failed_job(&*store, NewJob::new("report", json!(3))).await;
+    let running = claim_one(&*store, "mail", Duration::from_secs(60)).await;
+    store
+        .register_recurrent(super::schedule::registration(
+            "nightly",
+            "every 1000ms",
+            now,
+        ))
+        .await
+        .unwrap();
+    let id = dogs_core::JobId::new("job-1");
+    let record = execution(&id, "mail", "exec-1", ExecutionStatus::Success, now);
+    store.record_execution(&record).await.unwrap();
+    store.pause("mail").await.unwrap();
+    store
+        .set_concurrency_limit("report", Some(2))
+        .await
+        .unwrap();
+    let kept = schedule_new(&*other, NewJob::new("mail", json!("other"))).await;
+    other.record_execution(&record).await.unwrap();
+    other.pause("mail").await.unwrap();
+
+    store.remove_all().await.unwrap();
+
+    let reopened = ctx.another_handle().await;
+    assert_eq!(reopened.count_jobs().await.unwrap(), vec![]);
+    assert!(reopened
+        .list_jobs(&JobQuery::default())
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(reopened.list_recurrent().await.unwrap().is_empty());
+    assert!(reopened.get_job(&running.job.id).await.unwrap().is_none());
+    assert!(reopened
+        .executions(&ExecutionQuery::name("mail"))
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(reopened.name_settings().await.unwrap().is_empty());
+    // The unique identifier is free again.
+    let again = reopened
+        .schedule(NewJob::new("mail", json!(4)).unique_identifier("u"))
+        .await
+        .unwrap();
+    assert!(matches!(again, Scheduled::Created(_)), "{again:?}");
+
+    let jobs = other.list_jobs(&JobQuery::name("mail")).await.unwrap();
+    assert_eq!(jobs.iter().map(|j| &j.id).collect::<Vec<_>>(), vec![&kept]);
+    assert_eq!(
+        other
+            .executions(&ExecutionQuery::name("mail"))
+            .await
+            .unwrap(),
+        vec![record]
+    );
+    assert!(other.count_jobs().await.unwrap()[0].paused);
+    ctx.remove_other("other").await;
+}
