@@ -181,6 +181,7 @@ impl PostgresStore {
             "SELECT table_name::text FROM information_schema.tables
              WHERE table_schema = $1 AND NOT (table_name = ANY($2)) ORDER BY table_name LIMIT 5",
         )
+        .persistent(self.persistent())
         .bind(&self.inner.schema)
         .bind(&OWN_TABLES[..])
         .fetch_all(&self.inner.pool)
@@ -200,6 +201,7 @@ impl PostgresStore {
             "DROP SCHEMA IF EXISTS {} CASCADE",
             self.inner.quoted
         ))
+        .persistent(self.persistent())
         .execute(&self.inner.pool)
         .await
         .map_err(|e| db_error("dropping the schema", e))?;
