@@ -289,7 +289,7 @@ pub async fn cancel_running(ctx: TestContext) {
         NewJob::new("cancelled", json!({})).unique_identifier("c"),
     )
     .await;
-    let claimed = claim_one(&*store, "cancelled", SHORT_LEASE).await;
+    let claimed = claim_one(&*store, "cancelled", Duration::from_secs(3)).await;
     let mut wakeups = store.wakeups();
     if let Some(w) = &mut wakeups {
         w.mark_seen();
