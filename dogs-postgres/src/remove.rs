@@ -177,6 +177,19 @@ impl PostgresStore {
     /// dropped) a schema that also holds tables that are not dogs', such as `public` with an
     /// application's tables in it.
     pub(crate) async fn drop_schema(&self) -> Result<()> {
+        self.timed("dropping the schema", self.drop_schema_once())
+            .await
+    }
+
+    /// Lists the schema's other tables and drops it in one transaction, which also keeps both
+    /// statements on one server connection behind a transaction pooler.
+    async fn drop_schema_once(&self) -> Result<()> {
+        let mut tx = self
+            .inner
+            .pool
+            .begin()
+            .await
+            .map_err(|e| db_error("beginning a transaction", e))?;
         let others: Vec<String> = sqlx::query_scalar(
             "SELECT table_name::text FROM information_schema.tables
              WHERE table_schema = $1 AND NOT (table_name = ANY($2)) ORDER BY table_name LIMIT 5",
@@ -184,7 +197,7 @@ impl PostgresStore {
         .persistent(self.persistent())
         .bind(&self.inner.schema)
         .bind(&OWN_TABLES[..])
-        .fetch_all(&self.inner.pool)
+        .fetch_all(&mut *tx)
         .await
         .map_err(|e| db_error("listing the schema's tables", e))?;
         if !others.is_empty() {
@@ -202,9 +215,11 @@ impl PostgresStore {
             self.inner.quoted
         ))
         .persistent(self.persistent())
-        .execute(&self.inner.pool)
+        .execute(&mut *tx)
         .await
         .map_err(|e| db_error("dropping the schema", e))?;
-        Ok(())
+        tx.commit()
+            .await
+            .map_err(|e| db_error("committing a transaction", e))
     }
 }
