@@ -123,7 +123,7 @@ pub struct ExecutionQuery {
     pub name: String,
     /// Only executions of this job.
     pub job_id: Option<JobId>,
-    /// At most this many.
+    /// At most this many (0: none).
     pub limit: usize,
     /// Skipping this many newest first.
     pub offset: usize,

@@ -499,7 +499,7 @@ pub struct JobQuery {
     pub name: Option<String>,
     /// Only jobs in this state, or every state.
     pub state: Option<JobState>,
-    /// At most this many.
+    /// At most this many (0: none).
     pub limit: usize,
     /// Skipping this many first.
     pub offset: usize,

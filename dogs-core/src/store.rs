@@ -190,6 +190,7 @@ pub trait JobStore: Send + Sync + 'static {
     /// # Behavior
     /// - Filters by name and by state and pages with limit and offset, in scheduling order, or
     ///   newest first for failed jobs (S-list-and-stats, list-paged).
+    /// - A limit of 0 returns no job (S-list-and-stats).
     async fn list_jobs(&self, query: &JobQuery) -> Result<Vec<Job>>;
 
     /// Counts jobs per name and state.
@@ -222,7 +223,8 @@ pub trait JobStore: Send + Sync + 'static {
     /// `query.limit` records (100 unless set; see [`ExecutionQuery`] for paging).
     ///
     /// # Behavior
-    /// - Newest first by start time, paged (S-execution-roundtrip).
+    /// - Newest first by start time, paged; a limit of 0 returns no record
+    ///   (S-execution-roundtrip).
     /// - Records past their expiry are not returned (S-execution-retention).
     async fn executions(&self, query: &ExecutionQuery) -> Result<Vec<Execution>>;
 

@@ -45,6 +45,10 @@ impl MongoStore {
     /// The page `query` asks for, `paused` left unset: filtered, ordered and paged by the
     /// server, through the `by_name` index.
     pub(crate) async fn read_unmarked(&self, query: &JobQuery) -> Result<Vec<Job>> {
+        // MongoDB reads a limit of 0 as no limit.
+        if query.limit == 0 {
+            return Ok(Vec::new());
+        }
         let now = self.server_now().await?;
         let at = date(now);
         let live = doc! { "state": "running", "locked_until": { "$gt": at } };
@@ -172,6 +176,10 @@ impl MongoStore {
     }
 
     pub(crate) async fn read_executions(&self, query: &ExecutionQuery) -> Result<Vec<Execution>> {
+        // MongoDB reads a limit of 0 as no limit.
+        if query.limit == 0 {
+            return Ok(Vec::new());
+        }
         let now = self.server_now().await?;
         let mut filter = doc! { "name": &query.name, "expires_at": { "$gt": date(now) } };
         if let Some(job_id) = &query.job_id {

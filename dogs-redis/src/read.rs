@@ -176,6 +176,9 @@ impl RedisStore {
     }
 
     pub(crate) async fn read_executions(&self, query: &ExecutionQuery) -> Result<Vec<Execution>> {
+        if query.limit == 0 {
+            return Ok(Vec::new());
+        }
         let now = self.server_ms().await?;
         let ids: Vec<String> = redis::cmd("ZRANGE")
             .arg(self.key(&["execs", &query.name]))

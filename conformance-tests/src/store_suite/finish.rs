@@ -369,6 +369,14 @@ pub async fn execution_roundtrip(ctx: TestContext) {
         .await
         .unwrap();
     assert_eq!(page, newest_first[1..3].to_vec());
+    let none = store
+        .executions(&ExecutionQuery::name("history").limit(0))
+        .await
+        .unwrap();
+    assert!(
+        none.is_empty(),
+        "a page of 0 records is empty, not unlimited"
+    );
     let by_job = store
         .executions(&ExecutionQuery::name("history").job_id(JobId::new("job-2")))
         .await

@@ -180,6 +180,15 @@ pub async fn list_paged(ctx: TestContext) {
     );
     assert_eq!(list(pending.offset(4)).await, Vec::<JobId>::new());
     assert_eq!(
+        list(JobQuery::name("alpha").limit(0)).await,
+        Vec::<JobId>::new(),
+        "a page of 0 jobs is empty, not unlimited"
+    );
+    assert_eq!(
+        list(JobQuery::default().state(JobState::Failed).limit(0)).await,
+        Vec::<JobId>::new()
+    );
+    assert_eq!(
         list(JobQuery::name("alpha").state(JobState::Running)).await,
         vec![alpha[1].clone()]
     );
