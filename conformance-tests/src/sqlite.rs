@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
-use dogs_core::{Error, JobStore, Result};
+use dogs_core::{JobStore, Result};
 use dogs_sqlite::SqliteStore;
 
 use crate::backend::Backend;
@@ -29,24 +29,7 @@ pub fn db_path(namespace: &str) -> PathBuf {
 }
 
 /// Removes a database file and its WAL and shared-memory files; missing ones are fine.
-pub fn remove_db(path: &Path) -> Result<()> {
-    for suffix in ["", "-wal", "-shm", "-journal"] {
-        let mut file = path.as_os_str().to_owned();
-        file.push(suffix);
-        match std::fs::remove_file(&file) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                return Err(Error::unavailable(format!(
-                    "removing {} failed",
-                    PathBuf::from(file).display()
-                ))
-                .with_source(e))
-            }
-        }
-    }
-    Ok(())
-}
+pub use dogs_sqlite::remove_database_files as remove_db;
 
 /// Runs the suite on [`SqliteStore`]s, each namespace a file of its own; opening a namespace
 /// again opens another store on the same file, as another process would.
@@ -100,6 +83,6 @@ impl Backend for SqliteBackend {
     }
 
     async fn cleanup(&self, namespace: &str) -> Result<()> {
-        remove_db(&db_path(namespace))
+        remove_db(db_path(namespace))
     }
 }

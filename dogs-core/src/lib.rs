@@ -73,7 +73,7 @@ pub use tokio_util::sync::CancellationToken;
 /// [`ExecutionFailure`] and [`ErrorAction`], the worker options, scheduling, the [`JobStore`]
 /// trait with what its reads take and return ([`JobQuery`], [`ExecutionQuery`], [`Job`],
 /// [`Execution`], their states and statuses), the crate's [`Error`] and [`ErrorKind`], and the
-/// [`testing`](crate::testing) module (`testing::drain(..)`). What a store implementation
+/// [`testing`] module (`testing::drain(..)`). What a store implementation
 /// needs beyond that (claims, leases, outcomes) is at the crate's root.
 pub mod prelude {
     pub use crate::testing;

@@ -394,6 +394,105 @@ mod tests {
     }
 
     #[test]
+    fn next_runs_of_an_interval_count_from_each_run() {
+        let runs = Schedule::every(Duration::from_secs(90))
+            .next_runs(at("2030-01-01T00:00:00Z"), 3)
+            .unwrap();
+        assert_eq!(
+            runs,
+            [
+                at("2030-01-01T00:01:30Z"),
+                at("2030-01-01T00:03:00Z"),
+                at("2030-01-01T00:04:30Z")
+            ]
+        );
+        assert!(Schedule::every(Duration::from_secs(1))
+            .next_runs(at("2030-01-01T00:00:00Z"), 0)
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn next_runs_of_a_cron_are_its_next_matches() {
+        let runs = Schedule::cron("30 9 * * 1", "UTC")
+            .next_runs(at("2030-01-01T00:00:00Z"), 2)
+            .unwrap();
+        // 2030-01-01 is a Tuesday: the next Mondays are the 7th and the 14th.
+        assert_eq!(
+            runs,
+            [at("2030-01-07T09:30:00Z"), at("2030-01-14T09:30:00Z")]
+        );
+    }
+
+    #[test]
+    fn next_runs_stop_at_a_function_time_that_is_not_later() {
+        let stop = at("2030-01-01T03:00:00Z");
+        let hourly_until_three =
+            Schedule::next_run(move |now| (now + chrono::Duration::hours(1)).min(stop));
+        let runs = hourly_until_three
+            .next_runs(at("2030-01-01T00:00:00Z"), 10)
+            .unwrap();
+        assert_eq!(
+            runs,
+            [
+                at("2030-01-01T01:00:00Z"),
+                at("2030-01-01T02:00:00Z"),
+                at("2030-01-01T03:00:00Z")
+            ],
+            "the fourth call returned 03:00 again: the list ends there"
+        );
+    }
+
+    #[test]
+    fn next_runs_stop_at_the_end_of_time() {
+        let runs = Schedule::every(Duration::from_secs(3600))
+            .next_runs(DateTime::<Utc>::MAX_UTC - chrono::Duration::minutes(90), 5)
+            .unwrap();
+        assert_eq!(
+            runs,
+            [
+                DateTime::<Utc>::MAX_UTC - chrono::Duration::minutes(30),
+                DateTime::<Utc>::MAX_UTC
+            ],
+            "the last run saturates, and nothing comes after it"
+        );
+    }
+
+    #[test]
+    fn next_runs_refuse_bad_requests() {
+        let after = at("2030-01-01T00:00:00Z");
+        let every_second = Schedule::every(Duration::from_secs(1));
+        assert_eq!(
+            every_second.next_runs(after, MAX_NEXT_RUNS).unwrap().len(),
+            MAX_NEXT_RUNS
+        );
+        assert_eq!(
+            every_second
+                .next_runs(after, MAX_NEXT_RUNS + 1)
+                .map_err(|e| e.kind()),
+            Err(crate::ErrorKind::InvalidInput)
+        );
+        assert_eq!(
+            Schedule::cron("61 * * * *", "UTC")
+                .next_runs(after, 1)
+                .map_err(|e| e.kind()),
+            Err(crate::ErrorKind::Config)
+        );
+        assert_eq!(
+            Schedule::every(Duration::ZERO)
+                .next_runs(after, 1)
+                .map_err(|e| e.kind()),
+            Err(crate::ErrorKind::Config),
+            "an interval of zero would list one instant forever"
+        );
+        let panicking = Schedule::next_run(|_| panic!("no next run"));
+        assert!(
+            panicking.next_runs(after, 1).is_err(),
+            "a get_next_run that panics is an error, not a panic"
+        );
+    }
+
+    #[test]
     fn keys_change_with_the_schedule() {
         assert_ne!(
             Schedule::every(Duration::from_secs(1)).key(),

@@ -18,6 +18,7 @@ pub use config::{
     SqliteStoreBuilder, Synchronous, DEFAULT_BUSY_TIMEOUT, DEFAULT_MAX_PARAMS_BYTES,
     DEFAULT_POLL_INTERVAL, DEFAULT_REQUEST_TIMEOUT, MAX_PARAMS_BYTES_LIMIT,
 };
+pub use remove::remove_database_files;
 pub use store::SqliteStore;
 
 /// The sqlx version this crate is built on, for connections of your own to the same file.

@@ -153,21 +153,28 @@ impl SqliteStore {
             return self.commit(write, "removing every job").await;
         };
         self.close().await;
-        for suffix in ["", "-wal", "-shm", "-journal"] {
-            let mut name = path.clone().into_os_string();
-            name.push(suffix);
-            match std::fs::remove_file(&name) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    return Err(Error::new(
-                        ErrorKind::Backend,
-                        format!("cannot remove {}", std::path::Path::new(&name).display()),
-                    )
-                    .with_source(e))
-                }
+        remove_database_files(&path)
+    }
+}
+
+/// Deletes the database file at `path` with its `-wal`, `-shm` and `-journal` files; a file
+/// already gone is no error. Only for a database no store has open: a store removes its own
+/// with [`JobStore::remove_all`](dogs_core::JobStore::remove_all).
+pub fn remove_database_files(path: impl AsRef<std::path::Path>) -> Result<()> {
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut name = path.as_ref().as_os_str().to_owned();
+        name.push(suffix);
+        match std::fs::remove_file(&name) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(Error::new(
+                    ErrorKind::Backend,
+                    format!("cannot remove {}", std::path::Path::new(&name).display()),
+                )
+                .with_source(e))
             }
         }
-        Ok(())
     }
+    Ok(())
 }

@@ -342,7 +342,7 @@ async fn cleanup(settings: &StoreSettings, namespace: &str) -> Result<()> {
                 .cleanup(namespace)
                 .await
         }
-        "sqlite" => crate::sqlite::remove_db(&sqlite_file(&url, namespace)),
+        "sqlite" => crate::sqlite::remove_db(sqlite_file(&url, namespace)),
         _ => Ok(()),
     }
 }

@@ -211,7 +211,7 @@ pub async fn matches_memory(ctx: TestContext) {
         };
         run(seed, &memory, &*sqlite).await;
         drop(sqlite);
-        let _ = super::remove_db(&super::db_path(&format!("{}-{seed}", ctx.namespace())));
+        let _ = super::remove_db(super::db_path(&format!("{}-{seed}", ctx.namespace())));
     }
 }
 

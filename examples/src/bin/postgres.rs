@@ -8,7 +8,6 @@
 use std::time::Duration;
 
 use dogs_core::prelude::*;
-use dogs_core::{ExecutionQuery, JobQuery, RetryBackoff};
 use dogs_postgres::sqlx;
 use dogs_postgres::PostgresStore;
 use serde::{Deserialize, Serialize};
@@ -45,14 +44,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
         Ok(json!({ "tracking": format!("TRK-{}", params.order) }))
     });
-    let options = WorkerOptions {
-        poll_interval: Duration::from_secs(1),
-        retry_backoff: RetryBackoff {
+    let options = WorkerOptions::new()
+        .poll_interval(Duration::from_secs(1))
+        .retry_backoff(RetryBackoff {
             base: Duration::from_millis(200),
             ..Default::default()
-        },
-        ..Default::default()
-    };
+        });
     let workers = start_workers(store.clone(), [ship.definition()], options).await?;
 
     let order: i64 = sqlx::query_scalar("SELECT coalesce(max(id), 0) + 1 FROM dogs_example.orders")
@@ -72,10 +69,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tx.commit().await?;
     println!("  committed: {scheduled:?}");
 
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while store.get_job(scheduled.id()).await?.is_some() && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    testing::wait_for_execution(&store, "ship-order", &scheduled, Duration::from_secs(10)).await?;
     workers.stop().await;
 
     println!("execution history of job {}:", scheduled.id());

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dogs_core::prelude::*;
-use dogs_core::{ExecutionQuery, JobQuery, JobStore, RetryBackoff};
 use dogs_memory::MemoryStore;
 use dogs_sqlite::SqliteStore;
 use serde::{Deserialize, Serialize};
@@ -156,19 +155,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("  send-reminder in 10 s, for the next run: {next_run:?}");
 
     println!("running:");
-    let options = WorkerOptions {
-        poll_interval: Duration::from_secs(1),
-        retry_backoff: RetryBackoff {
+    let options = WorkerOptions::new()
+        .poll_interval(Duration::from_secs(1))
+        .retry_backoff(RetryBackoff {
             base: Duration::from_millis(300),
             ..Default::default()
-        },
-        ..Default::default()
-    };
+        });
     let jobs = [
         welcome.definition(),
         charge.definition(),
         reminder.definition(),
-        heartbeat.into(),
+        heartbeat.definition(),
     ];
     let workers = start_workers(store.clone(), jobs, options).await?;
 
