@@ -9,6 +9,8 @@ use dogs_postgres::{PostgresStore, PostgresStoreBuilder};
 
 use crate::backend::Backend;
 
+pub mod remove_all;
+
 /// Where stores connect: a PostgreSQL server, or a PgBouncer in transaction pooling mode in
 /// front of one.
 #[derive(Debug, Clone)]
@@ -210,12 +212,17 @@ pub mod specific {
             pooled(case("postgres_tries_at_the_top", |c, t| {
                 Box::pin(tries_at_the_top(c, t))
             })),
+            pooled(case(
+                "postgres_remove_all_keeps_what_is_not_dogs",
+                |c, t| Box::pin(super::remove_all::keeps_what_is_not_dogs(c, t)),
+            )),
         ]
     }
 
     type CaseFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
-    async fn open(ctx: &TestContext, target: &Target) -> PostgresStore {
+    /// A store of the case's namespace (its schema) at `target`.
+    pub(crate) async fn open(ctx: &TestContext, target: &Target) -> PostgresStore {
         target
             .builder(ctx.namespace())
             .max_connections(4)

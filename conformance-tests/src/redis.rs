@@ -122,6 +122,9 @@ pub mod specific {
             case("redis_failed_without_expiry_listed", |c, u| {
                 Box::pin(failed_without_expiry_listed(c, u))
             }),
+            case("redis_remove_all_takes_prefix_literally", |c, u| {
+                Box::pin(remove_all_takes_prefix_literally(c, u))
+            }),
         ]
     }
 
@@ -132,6 +135,65 @@ pub mod specific {
             .connect()
             .await
             .unwrap()
+    }
+
+    /// `remove_all` removes the keys of its own prefix only, whatever characters the prefix
+    /// holds: `*`, `?`, `[` and `\` are glob characters to `SCAN MATCH`, and must not reach
+    /// other prefixes' keys.
+    pub async fn remove_all_takes_prefix_literally(ctx: TestContext, url: String) {
+        let ns = ctx.namespace();
+        let connect = |prefix: String| {
+            let url = url.clone();
+            async move {
+                RedisStore::builder()
+                    .url(url)
+                    .prefix(prefix)
+                    .connect()
+                    .await
+                    .unwrap()
+            }
+        };
+        let hostile = [
+            format!("{ns}*"),
+            format!("{ns}?"),
+            format!("{ns}[xy]"),
+            format!("{ns}\\"),
+        ];
+        let others = [
+            ns.to_owned(),
+            format!("{ns}x"),
+            format!("{ns}y"),
+            format!("{ns}xy"),
+        ];
+        let mut stores = Vec::new();
+        for prefix in hostile.iter().chain(&others) {
+            let store = connect(prefix.clone()).await;
+            store
+                .schedule(NewJob::new("kept", json!(prefix)))
+                .await
+                .unwrap();
+            stores.push((prefix.clone(), store));
+        }
+        for (prefix, store) in &stores[..hostile.len()] {
+            store.remove_all().await.unwrap();
+            assert!(
+                store
+                    .list_jobs(&JobQuery::default())
+                    .await
+                    .unwrap()
+                    .is_empty(),
+                "{prefix}: its own jobs are removed"
+            );
+        }
+        for (prefix, store) in &stores[hostile.len()..] {
+            let jobs = store.list_jobs(&JobQuery::default()).await.unwrap();
+            assert_eq!(
+                jobs.len(),
+                1,
+                "removing the glob-like prefixes left prefix {prefix} alone"
+            );
+            store.remove_all().await.unwrap();
+        }
     }
 
     /// Jobs stored by a version that kept no set of names (layout 3) are counted once a store

@@ -268,14 +268,26 @@ pub trait JobStore: Send + Sync + 'static {
     ///   S-fail-terminal).
     async fn prune(&self) -> Result<PruneReport>;
 
-    /// Removes everything this store holds, and its namespace: the PostgreSQL schema, the
-    /// MongoDB database, every key of the Redis prefix, the SQLite file (with its `-wal` and
-    /// `-shm` files), the memory store's contents. Nothing outside the namespace is touched.
+    /// Removes everything this store holds: every job, execution record, recurrent job and name
+    /// setting of its namespace. Nothing outside the namespace is touched.
     ///
-    /// For tests, and for taking a deployment's queue down: stop the workers first, call it
-    /// last, and drop the store afterwards. Opening the namespace again gives a new, empty
-    /// store. What else this value does afterwards is not part of the contract: on some stores
-    /// its calls fail (the tables are gone), on others they start a new namespace.
+    /// - PostgreSQL drops dogs' tables and functions, and the schema when nothing else is left
+    ///   in it (never `public`); an application object that depends on them (a view, a foreign
+    ///   key) fails the call with `InvalidInput`, and nothing is removed.
+    /// - MongoDB deletes the documents of its collections and keeps the collections and their
+    ///   indexes; other collections of the database stay.
+    /// - Redis removes every key of its prefix (the prefix taken literally, glob characters and
+    ///   all).
+    /// - SQLite empties its tables and keeps the file, which other processes may have open
+    ///   (`dogs_sqlite::remove_database_files` deletes a file nobody has open).
+    /// - The memory store empties itself.
+    ///
+    /// For tests, and for taking a deployment's queue down: stop the workers and schedulers of
+    /// every process first, since what one writes meanwhile may stay, and a record written
+    /// late by a job removed may show in the history of a later job that got the same id (ids
+    /// may start over on PostgreSQL and Redis). Connecting again gives an empty store (with
+    /// PostgreSQL's migrations on); what else this value does afterwards is not part of the
+    /// contract: on some stores its calls fail (the tables are gone), on others they go on.
     ///
     /// # Behavior
     /// - Afterwards, a store opened on the same namespace has no job, execution record,

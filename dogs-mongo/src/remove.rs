@@ -72,15 +72,18 @@ impl MongoStore {
 }
 
 impl MongoStore {
-    /// Drops the store's collections (jobs, execution records, name settings), with their
-    /// indexes; MongoDB removes the database with its last collection. Collections of others
-    /// in the same database are left alone.
-    pub(crate) async fn drop_collections(&self) -> Result<()> {
-        for collection in [&self.inner.jobs, &self.inner.executions, &self.inner.names] {
+    /// Deletes every document of the store's collections (jobs, name settings, execution
+    /// records) and keeps the collections with their indexes: a process still scheduling
+    /// meanwhile writes into a collection whose unique indexes hold, where a dropped one
+    /// would be created again without them. Collections of others in the same database are
+    /// left alone. Takes time in proportion to what it deletes; an error leaves the rest for
+    /// the next call.
+    pub(crate) async fn delete_documents(&self) -> Result<()> {
+        for collection in [&self.inner.jobs, &self.inner.names, &self.inner.executions] {
             collection
-                .drop()
+                .delete_many(mongodb::bson::doc! {})
                 .await
-                .map_err(|e| crate::error::mongo_error("dropping a collection", e))?;
+                .map_err(|e| crate::error::mongo_error("removing every document", e))?;
         }
         Ok(())
     }

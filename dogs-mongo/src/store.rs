@@ -549,7 +549,7 @@ impl JobStore for MongoStore {
     }
 
     async fn remove_all(&self) -> Result<()> {
-        self.drop_collections().await
+        self.delete_documents().await
     }
 
     async fn prune(&self) -> Result<PruneReport> {

@@ -169,57 +169,94 @@ impl PostgresStore {
     }
 }
 
-/// The tables dogs' migrations create in its schema.
-const OWN_TABLES: [&str; 4] = ["jobs", "executions", "names", "migrations"];
+/// Removes what dogs' migrations created in the schema (`{s}`), in one transaction that holds
+/// the migration lock, so a store connecting meanwhile migrates before or after it, never
+/// half-way. `RESTRICT`: an object of the application that depends on dogs' tables or functions
+/// (a view, a foreign key) fails the whole removal, and nothing is removed. The schema itself
+/// goes too when nothing else is left in it, unless it is `public`.
+const REMOVE_ALL: &str = r#"
+SET LOCAL lock_timeout = '{lock_timeout}';
+SELECT pg_advisory_xact_lock(hashtext('dogs migrations {schema}'));
+DROP TABLE IF EXISTS {s}.jobs, {s}.executions, {s}.names, {s}.migrations RESTRICT;
+DROP FUNCTION IF EXISTS {s}.ms_now(),
+    {s}.claim(text[], bigint[], integer, text),
+    {s}.claim_next(text[], bigint[], integer, text),
+    {s}.claim_capped(text[], bigint[], integer[], integer, text),
+    {s}.notify_due(), {s}.notify_due_row() RESTRICT;
+DO $remove$ BEGIN
+    IF '{schema}' <> 'public' THEN
+        BEGIN
+            DROP SCHEMA IF EXISTS {s} RESTRICT;
+        EXCEPTION WHEN dependent_objects_still_exist THEN
+            NULL; -- the application's objects are in it: it stays, with them
+        END;
+    END IF;
+END $remove$;
+"#;
 
 impl PostgresStore {
-    /// Drops the store's schema, with everything in it. Refuses (`InvalidInput`, nothing
-    /// dropped) a schema that also holds tables that are not dogs', such as `public` with an
-    /// application's tables in it.
+    /// Removes dogs' tables and functions from the store's schema, and the schema when nothing
+    /// else is in it (never `public`): an application's own tables in the same schema stay.
     pub(crate) async fn drop_schema(&self) -> Result<()> {
-        self.timed("dropping the schema", self.drop_schema_once())
+        self.timed("removing the store", self.drop_schema_once())
             .await
     }
 
-    /// Lists the schema's other tables and drops it in one transaction, which also keeps both
-    /// statements on one server connection behind a transaction pooler.
+    /// [`REMOVE_ALL`] as one simple query (no prepared statement, so a transaction pooler may
+    /// run it), in a transaction begun as every statement of the store is.
     async fn drop_schema_once(&self) -> Result<()> {
-        let mut tx = self
-            .inner
-            .pool
-            .begin()
+        let begun = match &self.inner.begin {
+            Some(begin) => self.inner.pool.begin_with(begin.clone()).await,
+            None => self.inner.pool.begin().await,
+        };
+        let mut tx = begun.map_err(|e| db_error("beginning a transaction", e))?;
+        // The server stops waiting for a lock (a transaction of the application holding a
+        // row of `jobs`) a little before the store gives up, rather than queueing every claim
+        // behind the drop after the caller has gone.
+        let lock_timeout = format!(
+            "{}ms",
+            self.inner
+                .request_timeout
+                .saturating_sub(std::time::Duration::from_secs(1))
+                .max(self.inner.request_timeout / 2)
+                .as_millis()
+                .max(1)
+        );
+        let sql = REMOVE_ALL
+            .replace("{lock_timeout}", &lock_timeout)
+            .replace("{schema}", &self.inner.schema)
+            .replace("{s}", &self.inner.quoted);
+        sqlx::Executor::execute(&mut *tx, sql.as_str())
             .await
-            .map_err(|e| db_error("beginning a transaction", e))?;
-        let others: Vec<String> = sqlx::query_scalar(
-            "SELECT table_name::text FROM information_schema.tables
-             WHERE table_schema = $1 AND NOT (table_name = ANY($2)) ORDER BY table_name LIMIT 5",
-        )
-        .persistent(self.persistent())
-        .bind(&self.inner.schema)
-        .bind(&OWN_TABLES[..])
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(|e| db_error("listing the schema's tables", e))?;
-        if !others.is_empty() {
-            return Err(Error::new(
-                ErrorKind::InvalidInput,
-                format!(
-                    "schema '{}' also holds tables that are not dogs' ({}); nothing was dropped",
-                    self.inner.schema,
-                    others.join(", ")
-                ),
-            ));
-        }
-        sqlx::query(&format!(
-            "DROP SCHEMA IF EXISTS {} CASCADE",
-            self.inner.quoted
-        ))
-        .persistent(self.persistent())
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| db_error("dropping the schema", e))?;
+            .map_err(|e| self.removal_error(e))?;
         tx.commit()
             .await
             .map_err(|e| db_error("committing a transaction", e))
+    }
+
+    fn removal_error(&self, error: sqlx::Error) -> Error {
+        let code = match &error {
+            sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()),
+            _ => None,
+        };
+        match code.as_deref() {
+            // dependent_objects_still_exist
+            Some("2BP01") => Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "PostgreSQL: objects of schema '{}' or elsewhere depend on dogs' tables or \
+                     functions; nothing was removed",
+                    self.inner.schema
+                ),
+            )
+            .with_source(error),
+            // lock_not_available
+            Some("55P03") => Error::unavailable(
+                "PostgreSQL: removing the store waited too long for a lock another \
+                 transaction holds; nothing was removed",
+            )
+            .with_source(error),
+            _ => db_error("removing the store", error),
+        }
     }
 }

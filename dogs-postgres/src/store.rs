@@ -42,7 +42,7 @@ pub(crate) struct Inner {
     listen: Option<PgPool>,
     /// Behind a transaction pooler: the statement that begins the transaction each statement
     /// runs in (statements are then unnamed, never cached).
-    begin: Option<String>,
+    pub(crate) begin: Option<String>,
     pub(crate) schema: String,
     /// The schema, quoted, as statements name it.
     pub(crate) quoted: String,

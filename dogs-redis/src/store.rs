@@ -129,7 +129,8 @@ impl RedisStore {
     /// are found with `SCAN` and removed with `UNLINK` in steps, so a prefix of millions of keys
     /// never blocks the server. Other prefixes are untouched.
     pub(crate) async fn remove_prefix(&self) -> Result<()> {
-        let pattern = self.key(&["*"]);
+        let own = self.key(&[""]);
+        let pattern = format!("{}*", glob_literal(&own));
         let mut conn = self.conn();
         let mut cursor: u64 = 0;
         loop {
@@ -142,6 +143,8 @@ impl RedisStore {
                 .query_async(&mut conn)
                 .await
                 .map_err(|e| redis_error("listing the prefix's keys", e))?;
+            // The pattern matches this prefix's keys only; checked again all the same.
+            let keys: Vec<String> = keys.into_iter().filter(|k| k.starts_with(&own)).collect();
             if !keys.is_empty() {
                 let _: i64 = redis::cmd("UNLINK")
                     .arg(&keys)
@@ -373,4 +376,17 @@ impl JobStore for RedisStore {
     fn wakeups(&self) -> Option<WakeUps> {
         self.start_subscriber().then(|| self.inner.wake.subscribe())
     }
+}
+
+/// `text` as a `SCAN MATCH` pattern that matches it literally: the glob characters `*`, `?`,
+/// `[`, `]` and `\` escaped.
+fn glob_literal(text: &str) -> String {
+    let mut pattern = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern
 }

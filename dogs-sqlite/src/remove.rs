@@ -138,28 +138,27 @@ async fn delete_batch(write: &mut Write, statement: &str, cutoff: i64) -> Result
 }
 
 impl SqliteStore {
-    /// Removes the database: a file store stops its watcher, closes its connections and
-    /// deletes the file with its `-wal`, `-shm` and `-journal` files (a file already gone is
-    /// no error); an in-memory store empties its tables.
-    pub(crate) async fn remove_file(&self) -> Result<()> {
-        let Some(path) = self.path().map(std::path::Path::to_path_buf) else {
-            let mut write = self.begin("removing every job").await?;
-            for table in ["jobs", "executions", "names"] {
-                sqlx::query(&format!("DELETE FROM {table}"))
-                    .execute(write.conn())
-                    .await
-                    .map_err(|e| db_error("removing every job", e))?;
-            }
-            return self.commit(write, "removing every job").await;
-        };
-        self.close().await;
-        remove_database_files(&path)
+    /// Empties the database's jobs, execution records and name settings in one write
+    /// transaction, and keeps the file: other processes may have it open, and a file deleted
+    /// under them would take what they write next with it. Ids are not reused
+    /// (`AUTOINCREMENT`). Delete the file with [`remove_database_files`] once no process has
+    /// it open.
+    pub(crate) async fn empty_tables(&self) -> Result<()> {
+        let mut write = self.begin("removing every job").await?;
+        for table in ["jobs", "executions", "names"] {
+            sqlx::query(&format!("DELETE FROM {table}"))
+                .execute(write.conn())
+                .await
+                .map_err(|e| db_error("removing every job", e))?;
+        }
+        self.commit(write, "removing every job").await
     }
 }
 
 /// Deletes the database file at `path` with its `-wal`, `-shm` and `-journal` files; a file
-/// already gone is no error. Only for a database no store has open: a store removes its own
-/// with [`JobStore::remove_all`](dogs_core::JobStore::remove_all).
+/// already gone is no error. Only for a database no store, in any process, has open: a process
+/// that still has it open would go on writing to the deleted file, and what it wrote would be
+/// lost. [`JobStore::remove_all`](dogs_core::JobStore::remove_all) empties a database in use.
 pub fn remove_database_files(path: impl AsRef<std::path::Path>) -> Result<()> {
     for suffix in ["", "-wal", "-shm", "-journal"] {
         let mut name = path.as_ref().as_os_str().to_owned();

@@ -247,13 +247,6 @@ impl SqliteStore {
         Ok(store)
     }
 
-    /// Stops the file watcher and closes every connection: calls after it fail.
-    pub(crate) async fn close(&self) {
-        self.inner.stop_poller.cancel();
-        self.inner.write.close().await;
-        self.inner.read.close().await;
-    }
-
     /// Begins a write: `BEGIN IMMEDIATE` on the writing connection, which takes the database's
     /// write lock. A database another process holds locked is tried again, with a short random
     /// pause, until the request timeout; then the write fails with `Unavailable` (and has done
@@ -483,7 +476,7 @@ impl JobStore for SqliteStore {
     }
 
     async fn remove_all(&self) -> Result<()> {
-        self.remove_file().await
+        self.empty_tables().await
     }
 
     async fn prune(&self) -> Result<PruneReport> {

@@ -1,6 +1,6 @@
 //! SQLite's edges: more names than one statement takes, times past what chrono reads, a
 //! scheduling task whose runtime ended, callers that gave up, wake-ups beside a store's own
-//! commits, ids running out.
+//! commits, ids running out, a removal while another process has the file open.
 
 use std::time::Duration;
 
@@ -379,4 +379,26 @@ pub async fn newer_schema_is_refused(ctx: TestContext) {
         .await
         .unwrap();
     assert_eq!(jobs, 1, "the file is left as it was");
+}
+
+/// `remove_all` while another process has the file open empties the tables and keeps the
+/// file: what that process schedules afterwards is in the file every later opener reads, not
+/// in a deleted file only it still sees. Ids go on from where they were.
+pub async fn remove_all_beside_another_process(ctx: TestContext) {
+    let store = ctx.store();
+    let other = SqliteStore::open(db_path(ctx.namespace())).await.unwrap();
+    let removed = schedule_new(&*store, NewJob::new("gone", json!(1))).await;
+    assert!(other.get_job(&removed).await.unwrap().is_some());
+
+    store.remove_all().await.unwrap();
+    let after = schedule_new(&other, NewJob::new("kept", json!(2))).await;
+
+    let later = SqliteStore::open(db_path(ctx.namespace())).await.unwrap();
+    assert!(later.get_job(&removed).await.unwrap().is_none());
+    assert!(
+        later.get_job(&after).await.unwrap().is_some(),
+        "a job the other process scheduled after the removal is in the file"
+    );
+    let number = |id: &dogs_core::JobId| id.as_str().parse::<i64>().unwrap();
+    assert!(number(&after) > number(&removed), "ids are not reused");
 }

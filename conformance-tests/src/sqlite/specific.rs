@@ -79,6 +79,10 @@ pub fn cases() -> Vec<Case> {
             "sqlite_newer_schema_is_refused",
             super::edges::newer_schema_is_refused,
         ),
+        Case::new(
+            "sqlite_remove_all_beside_another_process",
+            super::edges::remove_all_beside_another_process,
+        ),
     ]
 }
 
