@@ -68,7 +68,7 @@ impl MongoStore {
                     .jobs_shown
                     .find(filter)
                     .sort(doc! { "_id": order })
-                    .skip(u64::try_from(query.offset).unwrap_or(u64::MAX))
+                    .skip(skip(query.offset))
                     .limit(i64::try_from(query.limit).unwrap_or(i64::MAX))
                     .await?
                     .try_collect()
@@ -191,7 +191,7 @@ impl MongoStore {
                     .executions_shown
                     .find(filter)
                     .sort(doc! { "started_at": -1, "_id": -1 })
-                    .skip(u64::try_from(query.offset).unwrap_or(u64::MAX))
+                    .skip(skip(query.offset))
                     .limit(i64::try_from(query.limit).unwrap_or(i64::MAX))
                     .await?
                     .try_collect()
@@ -202,4 +202,10 @@ impl MongoStore {
             docs.into_iter().map(|d| execution_from_doc(d).map(Some)),
         ))
     }
+}
+
+/// An offset as MongoDB takes it: at most `i64::MAX` (a larger one is refused by the driver,
+/// and skips every document all the same).
+fn skip(offset: usize) -> u64 {
+    i64::try_from(offset).map_or(i64::MAX.unsigned_abs(), i64::unsigned_abs)
 }

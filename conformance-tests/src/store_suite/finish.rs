@@ -377,6 +377,18 @@ pub async fn execution_roundtrip(ctx: TestContext) {
         none.is_empty(),
         "a page of 0 records is empty, not unlimited"
     );
+    let past_the_end = store
+        .executions(
+            &ExecutionQuery::name("history")
+                .limit(usize::MAX)
+                .next_page(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        past_the_end.is_empty(),
+        "the page after one of every record"
+    );
     let by_job = store
         .executions(&ExecutionQuery::name("history").job_id(JobId::new("job-2")))
         .await

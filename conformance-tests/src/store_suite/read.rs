@@ -185,6 +185,11 @@ pub async fn list_paged(ctx: TestContext) {
         "a page of 0 jobs is empty, not unlimited"
     );
     assert_eq!(
+        list(JobQuery::name("alpha").limit(usize::MAX).next_page()).await,
+        Vec::<JobId>::new(),
+        "the page after one of every job is empty"
+    );
+    assert_eq!(
         list(JobQuery::default().state(JobState::Failed).limit(0)).await,
         Vec::<JobId>::new()
     );
