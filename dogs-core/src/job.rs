@@ -465,8 +465,8 @@ pub const DEFAULT_PAGE_SIZE: usize = 100;
 /// Which jobs [`JobStore::list_jobs`](crate::JobStore::list_jobs) returns: **one page**, of at
 /// most `limit` jobs ([`DEFAULT_PAGE_SIZE`], 100, unless `.limit(n)` says otherwise).
 ///
-/// A page shorter than its limit is the last; [`JobQuery::next_page`] gives the query of the
-/// page after it:
+/// A page shorter than its limit (or empty: a limit of 0 reads nothing) is the last;
+/// [`JobQuery::next_page`] gives the query of the page after it:
 ///
 /// ```
 /// use dogs_core::prelude::*;
@@ -479,7 +479,7 @@ pub const DEFAULT_PAGE_SIZE: usize = 100;
 /// let mut failed = Vec::new();
 /// loop {
 ///     let page = store.list_jobs(&query).await?;
-///     let last = page.len() < query.limit;
+///     let last = page.len() < query.limit || page.is_empty();
 ///     failed.extend(page);
 ///     if last {
 ///         break;

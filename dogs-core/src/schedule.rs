@@ -71,13 +71,21 @@ impl Schedule {
     }
 
     /// The next `count` run times after `after`, as the workers would compute them if every
-    /// run took no time: print them to check a schedule before deploying it.
+    /// run took no time: print them to check a schedule before deploying it. (A recurrent job
+    /// new to the store also runs once at once, when workers first start.)
     ///
-    /// A `run_every` schedule gives `after + interval`, `after + 2 × interval`, ... (it really
-    /// counts from the end of each run); a `get_next_run` function is called with each time it
-    /// returned, and the list stops early when it returns one that is not later; a cron
-    /// schedule lists its next matches in its timezone (fewer when it has no more). An invalid
-    /// schedule is its `Config` error; `count` is at most 10,000 (`InvalidInput` past it).
+    /// - A `run_every` schedule gives `after + interval`, `after + 2 × interval`, ... (the
+    ///   workers count from the end of each run).
+    /// - A `get_next_run` function is called with each time it returned; the list ends at the
+    ///   first time that is not later than the one before (the workers would run the job again
+    ///   after `poll_interval` then).
+    /// - A cron schedule lists its next matches in its timezone, fewer when it has no more; one
+    ///   with no match at all after `after` is a `Config` error.
+    /// - Times stop at the latest run time a store takes (the end of year 9999), as the
+    ///   workers' do.
+    ///
+    /// An invalid schedule is its `Config` error; `count` is at most [`MAX_NEXT_RUNS`], 10,000
+    /// (`InvalidInput` past it).
     ///
     /// ```
     /// use chrono::{TimeZone, Utc};
@@ -103,7 +111,7 @@ impl Schedule {
         let mut from = after;
         while runs.len() < count {
             let next = match self.next_run_after(from) {
-                Ok(run_at) => run_at.resolve(from),
+                Ok(run_at) => crate::limits::clamp_run_at(run_at.resolve(from)),
                 Err(e) if matches!(self, Schedule::Cron(_)) && runs.is_empty() => return Err(e),
                 Err(_) if matches!(self, Schedule::Cron(_)) => break,
                 Err(e) => return Err(e),
@@ -444,17 +452,22 @@ mod tests {
     }
 
     #[test]
-    fn next_runs_stop_at_the_end_of_time() {
+    fn next_runs_stop_at_the_latest_run_time() {
+        let latest = crate::limits::max_run_at();
         let runs = Schedule::every(Duration::from_secs(3600))
-            .next_runs(DateTime::<Utc>::MAX_UTC - chrono::Duration::minutes(90), 5)
+            .next_runs(latest - chrono::Duration::minutes(90), 5)
             .unwrap();
         assert_eq!(
             runs,
-            [
-                DateTime::<Utc>::MAX_UTC - chrono::Duration::minutes(30),
-                DateTime::<Utc>::MAX_UTC
-            ],
-            "the last run saturates, and nothing comes after it"
+            [latest - chrono::Duration::minutes(30), latest],
+            "the last run is held at the latest time a store takes, and nothing comes after it"
+        );
+        let runs = Schedule::every(Duration::from_secs(3600))
+            .next_runs(DateTime::<Utc>::MAX_UTC - chrono::Duration::minutes(90), 5)
+            .unwrap();
+        assert!(
+            runs.is_empty(),
+            "no run comes after a time past it: {runs:?}"
         );
     }
 

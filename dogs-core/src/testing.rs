@@ -1,5 +1,5 @@
-//! Helpers for testing your own jobs: run what is due inline, wait for a job's execution, and
-//! look at what was scheduled, with no worker set or timing to manage in the test.
+//! Helpers for testing your own jobs: run what is due inline, wait for a job's execution or its
+//! outcome, and look at what was scheduled, with no worker set or timing to manage in the test.
 //!
 //! ```
 //! use std::time::Duration;
@@ -161,7 +161,7 @@ async fn all_jobs<S: JobStore + ?Sized>(
 /// its records.
 ///
 /// A job retried at once may run again after the record is returned: the record is of one
-/// execution, the job's outcome so far.
+/// execution, the job's outcome so far; [`wait_for_outcome`] waits through the retries.
 pub async fn wait_for_execution<S: JobStore + ?Sized>(
     store: &S,
     name: &str,
@@ -169,25 +169,103 @@ pub async fn wait_for_execution<S: JobStore + ?Sized>(
     deadline: Duration,
 ) -> Result<Execution> {
     let id = id.as_ref();
-    let ends = crate::worker::later(Instant::now(), deadline);
-    loop {
+    let timed_out = || format!("job {id} of '{name}' had no execution within {deadline:?}");
+    wait_until(deadline, timed_out, || async move {
         let running = store
             .get_job(id)
             .await?
             .is_some_and(|job| job.state == JobState::Running);
-        if !running {
-            let latest = store
-                .executions(&ExecutionQuery::name(name).job_id(id.clone()).limit(1))
-                .await?;
-            if let Some(record) = latest.into_iter().next() {
-                return Ok(record);
+        if running {
+            return Ok(None);
+        }
+        let latest = store
+            .executions(&ExecutionQuery::name(name).job_id(id.clone()).limit(1))
+            .await?;
+        Ok(latest.into_iter().next())
+    })
+    .await
+}
+
+/// Waits until event job `id` of `name` is done, and returns the record of its last
+/// execution: it succeeded (and is gone), or it failed for good (dismissed, cancelled, or out
+/// of tries). Retries in between are waited through, so this is the job's outcome where
+/// [`wait_for_execution`] gives its first one. `TimedOut` after `deadline`, also for a job
+/// that keeps being retried or snoozed past it, and for a job whose records are not kept
+/// (`save_executions_for` zero).
+///
+/// ```
+/// use std::time::Duration;
+/// use dogs_core::prelude::*;
+/// use dogs_memory::MemoryStore;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Error> {
+/// let store = MemoryStore::new();
+/// let flaky = EventJob::new("flaky", |_: (), ctx: JobContext| async move {
+///     if ctx.tries() == 1 {
+///         return Err("busy".into());
+///     }
+///     Ok("done")
+/// })
+/// .on_error(|_| ErrorAction::RetryIn(Duration::from_millis(10)));
+/// let options = WorkerOptions::new().poll_interval(Duration::from_millis(10));
+/// let workers = start_workers(store.clone(), [flaky.definition()], options).await?;
+/// let id = schedule_job(&store, &flaky, &(), ScheduleOptions::now()).await?;
+///
+/// let record = testing::wait_for_outcome(&store, "flaky", &id, Duration::from_secs(5)).await?;
+/// assert_eq!((record.status, record.tries), (ExecutionStatus::Success, 2));
+/// workers.stop().await;
+/// # Ok(())
+/// # }
+/// ```
+pub async fn wait_for_outcome<S: JobStore + ?Sized>(
+    store: &S,
+    name: &str,
+    id: impl AsRef<JobId>,
+    deadline: Duration,
+) -> Result<Execution> {
+    let id = id.as_ref();
+    let timed_out =
+        || format!("job {id} of '{name}' had no final execution record within {deadline:?}");
+    wait_until(deadline, timed_out, || async move {
+        let state = store.get_job(id).await?.map(|job| job.state);
+        if !matches!(state, None | Some(JobState::Failed)) {
+            return Ok(None);
+        }
+        let latest = store
+            .executions(&ExecutionQuery::name(name).job_id(id.clone()).limit(1))
+            .await?;
+        // A store may write the last record just after the job's end: until it shows, the
+        // latest record is of an earlier try.
+        Ok(latest.into_iter().next().filter(|record| {
+            use crate::execution::ExecutionStatus::{Cancelled, Failed, Stale, Success};
+            match state {
+                None => matches!(record.status, Success | Failed | Cancelled),
+                _ => matches!(record.status, Failed | Cancelled | Stale),
             }
+        }))
+    })
+    .await
+}
+
+/// Looks (`look`) every [`LOOK_EVERY`] until it finds something; `TimedOut` with
+/// `timed_out()`'s text after `deadline`.
+async fn wait_until<T, F, Fut>(
+    deadline: Duration,
+    timed_out: impl Fn() -> String,
+    mut look: F,
+) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>>>,
+{
+    let ends = crate::worker::later(Instant::now(), deadline);
+    loop {
+        if let Some(found) = look().await? {
+            return Ok(found);
         }
         if Instant::now() >= ends {
-            return Err(Error::new(
-                ErrorKind::TimedOut,
-                format!("job {id} of '{name}' had no execution within {deadline:?}"),
-            ));
+            return Err(Error::new(ErrorKind::TimedOut, timed_out()));
         }
         tokio::time::sleep(LOOK_EVERY).await;
     }

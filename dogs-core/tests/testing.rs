@@ -77,3 +77,85 @@ async fn drain_runs_what_handlers_schedule_and_leaves_what_is_due_later() {
     let none = wait_for_execution(&store, "follow-up", later.id(), Duration::from_millis(50)).await;
     assert_eq!(none.map_err(|e| e.kind()).err(), Some(ErrorKind::TimedOut));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_for_outcome_waits_through_retries_to_the_last_record() {
+    let store = MemoryStore::new();
+    // Fails its first two tries, then succeeds; "never" is retried an hour later.
+    let flaky = EventJob::new("flaky", |until: u32, ctx: JobContext| async move {
+        if ctx.tries() <= until {
+            return Err::<u32, _>(format!("try {}", ctx.tries()).into());
+        }
+        Ok(ctx.tries())
+    })
+    .max_tries(3)
+    .on_error(|failure| match failure.params.as_u64() {
+        Some(9) => ErrorAction::RetryIn(Duration::from_secs(3600)),
+        _ => ErrorAction::RetryIn(Duration::from_millis(10)),
+    });
+    let options = WorkerOptions::new().poll_interval(Duration::from_millis(10));
+    let workers = start_workers(store.clone(), [flaky.definition()], options)
+        .await
+        .unwrap();
+    let succeeds = schedule_job(&store, &flaky, &2, ScheduleOptions::now())
+        .await
+        .unwrap();
+    let retried_later = schedule_job(&store, &flaky, &9, ScheduleOptions::now())
+        .await
+        .unwrap();
+    let wait = Duration::from_secs(10);
+
+    let record = testing::wait_for_outcome(&store, "flaky", &succeeds, wait)
+        .await
+        .unwrap();
+    assert_eq!(
+        (record.status, record.tries, record.result),
+        (ExecutionStatus::Success, 3, Some(serde_json::json!(3))),
+        "the last record, not the first try's"
+    );
+    let first = wait_for_execution(&store, "flaky", &retried_later, wait)
+        .await
+        .unwrap();
+    assert_eq!(first.status, ExecutionStatus::Error);
+    let pending =
+        testing::wait_for_outcome(&store, "flaky", &retried_later, Duration::from_millis(100))
+            .await;
+    assert_eq!(
+        pending.map_err(|e| e.kind()).err(),
+        Some(ErrorKind::TimedOut),
+        "a job retried an hour later has no outcome yet"
+    );
+    workers.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_for_outcome_returns_the_failure_of_a_job_out_of_tries() {
+    let store = MemoryStore::new();
+    let failing = EventJob::new("failing", |_: (), _ctx: JobContext| async move {
+        Err::<(), _>("down".into())
+    })
+    .max_tries(2)
+    .on_error(|_| ErrorAction::Default);
+    let options = WorkerOptions::new()
+        .poll_interval(Duration::from_millis(10))
+        .retry_backoff(dogs_core::RetryBackoff {
+            base: Duration::from_millis(5),
+            max: Duration::from_millis(5),
+            jitter: 0.0,
+        });
+    let workers = start_workers(store.clone(), [failing.definition()], options)
+        .await
+        .unwrap();
+    let id = schedule_job(&store, &failing, &(), ScheduleOptions::now())
+        .await
+        .unwrap();
+    let record = testing::wait_for_outcome(&store, "failing", &id, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!((record.status, record.tries), (ExecutionStatus::Failed, 2));
+    assert_eq!(
+        store.get_job(id.id()).await.unwrap().map(|j| j.state),
+        Some(dogs_core::JobState::Failed)
+    );
+    workers.stop().await;
+}
