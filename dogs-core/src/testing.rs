@@ -28,6 +28,7 @@
 //! # }
 //! ```
 
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -35,8 +36,9 @@ use tokio::time::Instant;
 
 use crate::definition::JobDefinition;
 use crate::error::{Error, ErrorKind, Result};
+use crate::execution::ExecutionStatus::{Cancelled, Failed, Stale, Success};
 use crate::execution::{Execution, ExecutionQuery};
-use crate::job::{Job, JobId, JobQuery, JobState};
+use crate::job::{Job, JobId, JobKind, JobQuery, JobState};
 use crate::store::JobStore;
 use crate::worker::{start_workers, WorkerOptions};
 
@@ -188,10 +190,11 @@ pub async fn wait_for_execution<S: JobStore + ?Sized>(
 
 /// Waits until event job `id` of `name` is done, and returns the record of its last
 /// execution: it succeeded (and is gone), or it failed for good (dismissed, cancelled, or out
-/// of tries). Retries in between are waited through, so this is the job's outcome where
-/// [`wait_for_execution`] gives its first one. `TimedOut` after `deadline`, also for a job
-/// that keeps being retried or snoozed past it, and for a job whose records are not kept
-/// (`save_executions_for` zero).
+/// of tries). Retries in between are waited through: this is the job's outcome, where
+/// [`wait_for_execution`] returns as soon as one try has ended. `TimedOut` after `deadline`,
+/// also for a job that keeps being retried or snoozed past it, a pending job cancelled (it
+/// leaves no record), and a job whose records are not kept (`save_executions_for` zero); a
+/// recurrent job, which has no outcome, is `InvalidInput`.
 ///
 /// ```
 /// use std::time::Duration;
@@ -227,23 +230,55 @@ pub async fn wait_for_outcome<S: JobStore + ?Sized>(
     let id = id.as_ref();
     let timed_out =
         || format!("job {id} of '{name}' had no final execution record within {deadline:?}");
+    // The latest record seen while the job was pending: an earlier try's or round's (before
+    // a retry), never the outcome to come.
+    let before_pending: Mutex<Option<String>> = Mutex::new(None);
+    let before_pending = &before_pending;
     wait_until(deadline, timed_out, || async move {
-        let state = store.get_job(id).await?.map(|job| job.state);
-        if !matches!(state, None | Some(JobState::Failed)) {
-            return Ok(None);
+        let job = store.get_job(id).await?;
+        if job
+            .as_ref()
+            .is_some_and(|job| job.kind == JobKind::Recurrent)
+        {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "job {id} of '{name}' is a recurrent job, which has no outcome: \
+                     wait_for_execution waits for one run"
+                ),
+            ));
         }
         let latest = store
             .executions(&ExecutionQuery::name(name).job_id(id.clone()).limit(1))
-            .await?;
+            .await?
+            .into_iter()
+            .next();
+        let seen = |record: &Execution| {
+            let before = before_pending
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            before.as_deref() == Some(record.execution_id.as_str())
+        };
         // A store may write the last record just after the job's end: until it shows, the
-        // latest record is of an earlier try.
-        Ok(latest.into_iter().next().filter(|record| {
-            use crate::execution::ExecutionStatus::{Cancelled, Failed, Stale, Success};
-            match state {
-                None => matches!(record.status, Success | Failed | Cancelled),
-                _ => matches!(record.status, Failed | Cancelled | Stale),
+        // latest record is of an earlier try, which these checks leave out.
+        Ok(match job {
+            None => latest.filter(|record| {
+                matches!(record.status, Success | Failed | Cancelled) && !seen(record)
+            }),
+            // Failing or cancelling a job keeps its tries: the last record is of that try.
+            Some(job) if job.state == JobState::Failed => latest.filter(|record| {
+                record.tries == job.tries && matches!(record.status, Failed | Cancelled | Stale)
+            }),
+            Some(job) => {
+                if job.state == JobState::Pending {
+                    *before_pending
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner) =
+                        latest.map(|record| record.execution_id);
+                }
+                None
             }
-        }))
+        })
     })
     .await
 }
@@ -261,13 +296,21 @@ where
 {
     let ends = crate::worker::later(Instant::now(), deadline);
     loop {
-        if let Some(found) = look().await? {
-            return Ok(found);
+        // A look that hangs (a store that stopped answering) ends at the deadline too.
+        let remaining = ends.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(remaining.max(LOOK_EVERY), look()).await {
+            Ok(found) => {
+                if let Some(found) = found? {
+                    return Ok(found);
+                }
+            }
+            Err(_) => return Err(Error::new(ErrorKind::TimedOut, timed_out())),
         }
-        if Instant::now() >= ends {
+        let remaining = ends.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
             return Err(Error::new(ErrorKind::TimedOut, timed_out()));
         }
-        tokio::time::sleep(LOOK_EVERY).await;
+        tokio::time::sleep(LOOK_EVERY.min(remaining)).await;
     }
 }
 

@@ -159,3 +159,69 @@ async fn wait_for_outcome_returns_the_failure_of_a_job_out_of_tries() {
     );
     workers.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_for_outcome_of_a_job_cancelled_after_a_stale_try_is_the_cancelled_try() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let store = MemoryStore::new();
+    let second_started = Arc::new(AtomicBool::new(false));
+    let started = second_started.clone();
+    // Try 1 outlives its lease; try 2 keeps its lease and takes 300 ms to stop once cancelled,
+    // so the job is failed as cancelled well before try 2's record is written.
+    let slow = EventJob::new("slow", move |_: (), ctx: JobContext| {
+        let started = started.clone();
+        async move {
+            if ctx.tries() == 1 {
+                tokio::time::sleep(Duration::from_millis(400)).await;
+                return Ok(());
+            }
+            ctx.extend_lock_time(Duration::from_secs(30)).await?;
+            started.store(true, Ordering::SeqCst);
+            ctx.cancelled().await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            Err("stopped".into())
+        }
+    })
+    .lock_time(Duration::from_millis(150))
+    .auto_extend(false);
+    let options = WorkerOptions::new()
+        .workers_count(2)
+        .poll_interval(Duration::from_millis(20));
+    let workers = start_workers(store.clone(), [slow.definition()], options)
+        .await
+        .unwrap();
+    let id = schedule_job(&store, &slow, &(), ScheduleOptions::now())
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let records = store
+            .executions(&dogs_core::ExecutionQuery::name("slow"))
+            .await
+            .unwrap();
+        let stale = records
+            .iter()
+            .any(|r| r.status == ExecutionStatus::Stale && r.tries == 1);
+        if stale && second_started.load(Ordering::SeqCst) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "try 1 went stale and try 2 started: {records:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    assert!(store.cancel(id.id()).await.unwrap());
+    let record = testing::wait_for_outcome(&store, "slow", &id, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(
+        (record.status, record.tries),
+        (ExecutionStatus::Cancelled, 2),
+        "the cancelled try's record, not the stale one before it"
+    );
+    workers.stop().await;
+}

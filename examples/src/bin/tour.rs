@@ -1,6 +1,6 @@
 //! A tour of dogs in one file: an event job with typed params and shared state, a cron job and
 //! its next runs, a retry policy, the execution history, and (under `cargo test`) a test that
-//! drains the queue and awaits a job. `cargo run -p dogs-examples --bin tour`.
+//! drains the queue and awaits a job: `cargo run` (or `cargo test`) `-p dogs-examples --bin tour`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
