@@ -6,7 +6,7 @@ use sqlx::{Executor, PgPool};
 use crate::error::db_error;
 
 /// The migrations, in order: (version, name, SQL with `{schema}` and `{channel}` placeholders).
-const MIGRATIONS: &[(i32, &str, &str)] = &[
+pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "schema", include_str!("migrations/001_schema.sql")),
     (
         2,

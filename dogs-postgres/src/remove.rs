@@ -177,6 +177,19 @@ impl PostgresStore {
 const REMOVE_ALL: &str = r#"
 SET LOCAL lock_timeout = '{lock_timeout}';
 SELECT pg_advisory_xact_lock(hashtext('dogs migrations {schema}'));
+DO $check$ BEGIN
+    -- A `migrations` table of the application (in a shared schema) is not for dogs to drop:
+    -- dogs' holds its first migration, and no row of a version dogs knows by another name.
+    IF to_regclass('{s}.migrations') IS NOT NULL THEN
+        IF NOT EXISTS (SELECT 1 FROM {s}.migrations WHERE version = 1 AND name = 'schema')
+            OR EXISTS (SELECT 1 FROM {s}.migrations
+                       WHERE version <= {last_version} AND (version, name) NOT IN ({known}))
+        THEN
+            RAISE EXCEPTION 'table {schema}.migrations is not the one dogs created'
+                USING ERRCODE = 'P0001';
+        END IF;
+    END IF;
+END $check$;
 DROP TABLE IF EXISTS {s}.jobs, {s}.executions, {s}.names, {s}.migrations RESTRICT;
 DROP FUNCTION IF EXISTS {s}.ms_now(),
     {s}.claim(text[], bigint[], integer, text),
@@ -187,8 +200,8 @@ DO $remove$ BEGIN
     IF '{schema}' <> 'public' THEN
         BEGIN
             DROP SCHEMA IF EXISTS {s} RESTRICT;
-        EXCEPTION WHEN dependent_objects_still_exist THEN
-            NULL; -- the application's objects are in it: it stays, with them
+        EXCEPTION WHEN dependent_objects_still_exist OR insufficient_privilege THEN
+            NULL; -- the application's objects are in it, or it is not ours to drop: it stays
         END;
     END IF;
 END $remove$;
@@ -210,19 +223,27 @@ impl PostgresStore {
             None => self.inner.pool.begin().await,
         };
         let mut tx = begun.map_err(|e| db_error("beginning a transaction", e))?;
-        // The server stops waiting for a lock (a transaction of the application holding a
-        // row of `jobs`) a little before the store gives up, rather than queueing every claim
-        // behind the drop after the caller has gone.
+        // While the drop waits for its lock (a transaction of the application holding a row
+        // of `jobs`), every claim and schedule queues behind it: it waits 5 s at most (a
+        // quarter of the request timeout when that is shorter), well within the statement
+        // timeout, and then fails with nothing removed.
         let lock_timeout = format!(
             "{}ms",
-            self.inner
-                .request_timeout
-                .saturating_sub(std::time::Duration::from_secs(1))
-                .max(self.inner.request_timeout / 2)
+            (self.inner.request_timeout / 4)
+                .min(std::time::Duration::from_secs(5))
                 .as_millis()
                 .max(1)
         );
+        let known: Vec<String> = crate::migrate::MIGRATIONS
+            .iter()
+            .map(|(version, name, _)| format!("({version}, '{}')", name.replace('\'', "''")))
+            .collect();
+        let last_version = crate::migrate::MIGRATIONS
+            .last()
+            .map_or(0, |(version, _, _)| *version);
         let sql = REMOVE_ALL
+            .replace("{known}", &known.join(", "))
+            .replace("{last_version}", &last_version.to_string())
             .replace("{lock_timeout}", &lock_timeout)
             .replace("{schema}", &self.inner.schema)
             .replace("{s}", &self.inner.quoted);
@@ -250,10 +271,20 @@ impl PostgresStore {
                 ),
             )
             .with_source(error),
-            // lock_not_available
-            Some("55P03") => Error::unavailable(
+            // lock_not_available, query_canceled (the statement timeout)
+            Some("55P03" | "57014") => Error::unavailable(
                 "PostgreSQL: removing the store waited too long for a lock another \
                  transaction holds; nothing was removed",
+            )
+            .with_source(error),
+            // raise_exception: the check of the `migrations` table
+            Some("P0001") => Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "PostgreSQL: schema '{}' holds a `migrations` table dogs did not create; \
+                     nothing was removed",
+                    self.inner.schema
+                ),
             )
             .with_source(error),
             _ => db_error("removing the store", error),

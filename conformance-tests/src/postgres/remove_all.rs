@@ -106,4 +106,40 @@ pub async fn keeps_what_is_not_dogs(ctx: TestContext, target: Target) {
         0,
         "the empty schema is dropped"
     );
+
+    // A schema whose `migrations` table is the application's: dogs never migrated it, and
+    // its removal drops nothing. (A short name: the store takes at most 48 characters.)
+    let shared = format!("dogs_app_{}", &schema[schema.len().saturating_sub(8)..]);
+    run(
+        &store,
+        &format!(
+            "CREATE SCHEMA \"{shared}\";
+             CREATE TABLE \"{shared}\".migrations (version integer, name text);
+             INSERT INTO \"{shared}\".migrations VALUES (1, 'create users');"
+        ),
+    )
+    .await;
+    let unmigrated = target
+        .builder(&shared)
+        .migrate_on_connect(false)
+        .max_connections(2)
+        .connect()
+        .await
+        .unwrap();
+    let refused = unmigrated.remove_all().await.map_err(|e| e.kind());
+    assert_eq!(
+        refused,
+        Err(ErrorKind::InvalidInput),
+        "not dogs' migrations"
+    );
+    assert_eq!(
+        number(
+            &store,
+            &format!("SELECT count(*) FROM \"{shared}\".migrations")
+        )
+        .await,
+        1,
+        "the application's migrations table stays"
+    );
+    run(&store, &format!("DROP SCHEMA \"{shared}\" CASCADE")).await;
 }
