@@ -190,7 +190,7 @@ pub trait JobStore: Send + Sync + 'static {
     /// # Behavior
     /// - Filters by name and by state and pages with limit and offset, in scheduling order, or
     ///   newest first for failed jobs (S-list-and-stats, list-paged).
-    /// - A limit of 0 returns no job (S-list-and-stats).
+    /// - A limit of 0 returns no job (list-paged).
     async fn list_jobs(&self, query: &JobQuery) -> Result<Vec<Job>>;
 
     /// Counts jobs per name and state.

@@ -180,10 +180,7 @@ pub async fn wait_for_execution<S: JobStore + ?Sized>(
         if running {
             return Ok(None);
         }
-        let latest = store
-            .executions(&ExecutionQuery::name(name).job_id(id.clone()).limit(1))
-            .await?;
-        Ok(latest.into_iter().next())
+        latest_record(store, name, id).await
     })
     .await
 }
@@ -248,11 +245,7 @@ pub async fn wait_for_outcome<S: JobStore + ?Sized>(
                 ),
             ));
         }
-        let latest = store
-            .executions(&ExecutionQuery::name(name).job_id(id.clone()).limit(1))
-            .await?
-            .into_iter()
-            .next();
+        let latest = latest_record(store, name, id).await?;
         let seen = |record: &Execution| {
             let before = before_pending
                 .lock()
@@ -281,6 +274,16 @@ pub async fn wait_for_outcome<S: JobStore + ?Sized>(
         })
     })
     .await
+}
+
+/// The record of job `id`'s latest execution, if it has one.
+async fn latest_record<S: JobStore + ?Sized>(
+    store: &S,
+    name: &str,
+    id: &JobId,
+) -> Result<Option<Execution>> {
+    let query = ExecutionQuery::name(name).job_id(id.clone()).limit(1);
+    Ok(store.executions(&query).await?.into_iter().next())
 }
 
 /// Looks (`look`) every [`LOOK_EVERY`] until it finds something; `TimedOut` with

@@ -210,14 +210,14 @@ END $remove$;
 impl PostgresStore {
     /// Removes dogs' tables and functions from the store's schema, and the schema when nothing
     /// else is in it (never `public`): an application's own tables in the same schema stay.
-    pub(crate) async fn drop_schema(&self) -> Result<()> {
-        self.timed("removing the store", self.drop_schema_once())
+    pub(crate) async fn remove_own_objects(&self) -> Result<()> {
+        self.timed("removing the store", self.remove_own_objects_once())
             .await
     }
 
     /// [`REMOVE_ALL`] as one simple query (no prepared statement, so a transaction pooler may
     /// run it), in a transaction begun as every statement of the store is.
-    async fn drop_schema_once(&self) -> Result<()> {
+    async fn remove_own_objects_once(&self) -> Result<()> {
         let begun = match &self.inner.begin {
             Some(begin) => self.inner.pool.begin_with(begin.clone()).await,
             None => self.inner.pool.begin().await,

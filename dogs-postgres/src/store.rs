@@ -404,7 +404,7 @@ impl JobStore for PostgresStore {
     }
 
     async fn remove_all(&self) -> Result<()> {
-        self.drop_schema().await
+        self.remove_own_objects().await
     }
 
     async fn prune(&self) -> Result<PruneReport> {
